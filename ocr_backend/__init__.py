@@ -1,0 +1,1 @@
+"""Everything that turns page images into markdown: sources, rendering, engines, cleaning."""

@@ -1,0 +1,346 @@
+"""The corpus directory: one folder per book, written atomically. Storage lives here only.
+
+Layout::
+
+    CORPUS/
+      BOOK/manifest.json         source, page count, per-page status/engine/timings/flags
+      BOOK/pages/page_0001.mmd   the clean markdown of each page
+      BOOK/pages/page_0001.raw.mmd  the engine's raw output, when it differs (DeepSeek)
+      BOOK/document.mmd          every page in order, each preceded by a page marker
+      BOOK/.lock                 held while a run writes the book
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocr_backend.engines.base import PageResult
+from ocr_backend.errors import BookOcrError
+from ocr_backend.sources import SourceInfo
+
+MANIFEST_FORMAT = 1
+DONE_STATUSES = ("ok", "fallback")
+BOOK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+PAGE_MARKER = "<!-- page {number}{label} -->"
+FLUSH_EVERY_S = 1.0
+
+
+class UnknownBookError(BookOcrError):
+    pass
+
+
+class PageRangeError(BookOcrError):
+    pass
+
+
+class BookLockedError(BookOcrError):
+    pass
+
+
+class BookConflictError(BookOcrError):
+    pass
+
+
+def default_corpus_dir() -> Path:
+    return Path(os.environ.get("BOOKOCR_CORPUS") or "corpus").expanduser()
+
+
+def slugify(name: str) -> str:
+    """Book id from a file or folder name: lower case, [a-z0-9_-], at most 100 chars."""
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    slug = re.sub(r"[^a-z0-9_]+", "-", stem.lower()).strip("-_")[:100].strip("-_")
+    return slug or "book"
+
+
+def check_book_id(book_id: str) -> str:
+    if not isinstance(book_id, str) or not BOOK_ID_RE.match(book_id):
+        raise BookOcrError(
+            f"invalid book id {book_id!r}: use 1-100 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
+        )
+    return book_id
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class PageView:
+    """A stored page as readers see it."""
+
+    book: str
+    number: int
+    page_count: int
+    markdown: str
+    meta: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "pending")
+
+    @property
+    def label(self) -> str | None:
+        return self.meta.get("label")
+
+
+class Book:
+    """One book's folder. Readers may use it any time; writers hold :meth:`Corpus.lock`."""
+
+    def __init__(self, corpus: Corpus, book_id: str, manifest: dict[str, Any]) -> None:
+        self.corpus = corpus
+        self.id = book_id
+        self.dir = corpus.root / book_id
+        self.manifest = manifest
+        self._dirty = False
+        self._last_flush = 0.0
+
+    # --- reading -------------------------------------------------------------------
+    @property
+    def page_count(self) -> int:
+        return int(self.manifest["page_count"])
+
+    @property
+    def pages(self) -> list[dict[str, Any] | None]:
+        return self.manifest["pages"]
+
+    def page_meta(self, number: int) -> dict[str, Any]:
+        self.check_page(number)
+        return self.pages[number - 1] or {"status": "pending"}
+
+    def check_page(self, number: int) -> int:
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= self.page_count:
+            raise PageRangeError(f"page {number!r} is out of range: book {self.id!r} has pages 1-{self.page_count}")
+        return number
+
+    def page_path(self, number: int) -> Path:
+        return self.dir / "pages" / f"page_{number:04d}.mmd"
+
+    def raw_path(self, number: int) -> Path:
+        return self.dir / "pages" / f"page_{number:04d}.raw.mmd"
+
+    def read_page(self, number: int) -> PageView:
+        meta = self.page_meta(number)
+        path = self.page_path(number)
+        text = path.read_text(encoding="utf-8") if meta.get("status") in DONE_STATUSES and path.exists() else ""
+        return PageView(self.id, number, self.page_count, text, meta)
+
+    def counts(self) -> dict[str, int]:
+        counts = {"ok": 0, "fallback": 0, "failed": 0, "pending": 0}
+        for meta in self.pages:
+            counts[(meta or {}).get("status", "pending")] += 1
+        return counts
+
+    def state(self) -> str:
+        if self.corpus.is_locked(self.id):
+            return "running"
+        c = self.counts()
+        if c["pending"] == 0 and c["failed"] == 0:
+            return "complete"
+        if c["pending"] == 0:
+            return "complete-with-failures"
+        return "incomplete"
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.counts()
+        flags = sorted({f for meta in self.pages if meta for f in meta.get("flags", [])})
+        engines = sorted({meta["engine"] for meta in self.pages if meta and meta.get("engine")})
+        return {
+            "book": self.id,
+            "state": self.state(),
+            "source": self.manifest["source"]["name"],
+            "source_path": self.manifest["source"]["path"],
+            "pages": self.page_count,
+            "done": counts["ok"] + counts["fallback"],
+            **counts,
+            "engine": self.manifest.get("engine"),
+            "engines_used": engines,
+            "quality_flags": flags,
+            "updated": self.manifest.get("updated"),
+        }
+
+    # --- writing (caller holds the lock) --------------------------------------------
+    def record(self, result: PageResult, render: dict[str, Any] | None = None, render_seconds: float = 0.0) -> None:
+        number = self.check_page(result.number)
+        if result.status in DONE_STATUSES:
+            atomic_write(self.page_path(number), result.markdown.rstrip() + "\n")
+            if result.raw is not None:
+                atomic_write(self.raw_path(number), result.raw)
+        previous = self.pages[number - 1] or {}
+        meta: dict[str, Any] = {
+            "status": result.status,
+            "engine": result.engine,
+            "engine_version": result.engine_version,
+            "reason": result.reason,
+            "flags": list(result.flags),
+            "render": render or {},
+            "seconds": {"render": round(render_seconds, 4), "ocr": round(result.seconds, 4)},
+            "chars": len(result.markdown),
+            "furniture": list(result.furniture),
+            "attempts": int(previous.get("attempts", 0)) + 1,
+            "updated": time.time(),
+        }
+        if result.extra:
+            meta["extra"] = result.extra
+        for keep in ("label", "label_source"):
+            if keep in previous:
+                meta[keep] = previous[keep]
+        self.pages[number - 1] = meta
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the manifest if it changed. Pages written but not yet flushed are redone on resume."""
+        if not self._dirty:
+            return
+        self.manifest["updated"] = time.time()
+        atomic_write(self.dir / "manifest.json", json.dumps(self.manifest, ensure_ascii=False, indent=1))
+        self._dirty = False
+        self._last_flush = time.monotonic()
+
+    def write_document(self) -> Path:
+        """Write ``document.mmd``: every page in order, each after a marker with its number."""
+        parts = []
+        for number in range(1, self.page_count + 1):
+            view = self.read_page(number)
+            label = f' printed="{view.label}"' if view.label else ""
+            marker = PAGE_MARKER.format(number=number, label=label)
+            if view.status in DONE_STATUSES:
+                parts.append(f"{marker}\n\n{view.markdown.strip()}\n")
+            else:
+                reason = view.meta.get("reason", "")
+                note = f"(page {number} {view.status}{': ' + reason if reason else ''})"
+                parts.append(f"{marker}\n\n<!-- {note.replace('--', '-')} -->\n")
+        path = self.dir / "document.mmd"
+        atomic_write(path, "\n".join(parts))
+        return path
+
+
+class Corpus:
+    """A library of books under one root directory."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_corpus_dir()
+
+    def book_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if BOOK_ID_RE.match(p.name) and (p / "manifest.json").is_file())
+
+    def has_book(self, book_id: str) -> bool:
+        return BOOK_ID_RE.match(book_id or "") is not None and (self.root / book_id / "manifest.json").is_file()
+
+    def book(self, book_id: str) -> Book:
+        check_book_id(book_id)
+        path = self.root / book_id / "manifest.json"
+        if not path.is_file():
+            known = ", ".join(self.book_ids()) or "none yet; run `bookocr ocr FILE` first"
+            raise UnknownBookError(f"no book {book_id!r} in {self.root}; books: {known}")
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BookOcrError(f"the manifest of book {book_id!r} cannot be read ({exc}); re-run `bookocr ocr` on it") from exc
+        return Book(self, book_id, manifest)
+
+    def prepare_book(self, book_id: str, source: SourceInfo, engine: str, replace: bool = False) -> Book:
+        """Open the book for a run, creating it if new. The caller holds :meth:`lock`."""
+        check_book_id(book_id)
+        if self.has_book(book_id):
+            book = self.book(book_id)
+            old = book.manifest["source"]
+            if old["sha256"] == source.sha256 and book.page_count == source.page_count:
+                book.manifest["source"]["path"] = source.path
+                book.manifest["engine"] = engine
+                return book
+            if not replace:
+                raise BookConflictError(
+                    f"book {book_id!r} already holds {old['name']} (sha256 {old['sha256'][:12]}), which differs from "
+                    f"{source.name} (sha256 {source.sha256[:12]}); choose another id with --book or pass --replace"
+                )
+            self._remove_book_files(book_id)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "book": book_id,
+            "source": source.as_dict(),
+            "page_count": source.page_count,
+            "engine": engine,
+            "created": time.time(),
+            "updated": time.time(),
+            "pages": [None] * source.page_count,
+        }
+        book = Book(self, book_id, manifest)
+        book._dirty = True
+        book.flush()
+        return book
+
+    def _remove_book_files(self, book_id: str) -> None:
+        book_dir = self.root / book_id
+        for path in sorted(book_dir.rglob("*"), reverse=True):
+            if path.name == ".lock":
+                continue
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+
+    def is_locked(self, book_id: str) -> bool:
+        path = self.root / book_id / ".lock"
+        if not path.exists():
+            return False
+        with path.open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    @contextlib.contextmanager
+    def lock(self, book_id: str, wait: bool = False) -> Iterator[None]:
+        """Hold the book's write lock; a second run stops with a clear message (or waits)."""
+        check_book_id(book_id)
+        path = self.root / book_id / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise BookLockedError(
+                    f"book {book_id!r} is being written by another run ({holder}); wait for it to finish, "
+                    f"or check progress with `bookocr status {book_id}`"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)

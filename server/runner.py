@@ -1,0 +1,249 @@
+"""The job runner: validate a source, then render ahead in a worker while the engine OCRs.
+
+Only pages that are missing or failed are done, so an interrupted run resumes
+where it stopped and a finished book costs nothing to re-run.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine
+from ocr_backend.errors import BookOcrError
+from ocr_backend.render import RenderSettings
+from ocr_backend.sources import Source, open_source
+from server.corpus import DONE_STATUSES, Book, Corpus, PageRangeError, check_book_id, slugify
+
+RENDER_AHEAD = 6  # pages the render worker may prepare before the engine takes them
+
+
+@dataclass
+class RunOptions:
+    book: str | None = None
+    engine: str = "auto"
+    pages: str | None = None  # "1-20,35"
+    render: RenderSettings = field(default_factory=RenderSettings)
+    replace: bool = False
+    wait_for_lock: bool = False
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    book: str
+    total: int  # pages this run will do
+    done: int = 0
+    failed: int = 0
+    fallback: int = 0
+    skipped: int = 0  # already done by an earlier run
+    page_count: int = 0
+    engine: str = ""
+    state: str = "running"
+    started: float = field(default_factory=time.monotonic)
+    last_page: int | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 and self.done else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if self.done >= self.total:
+            return 0.0
+        return (self.total - self.done) / self.rate if self.rate else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "book": self.book,
+            "state": self.state,
+            "engine": self.engine,
+            "pages_total": self.page_count,
+            "run_pages": self.total,
+            "run_done": self.done,
+            "failed": self.failed,
+            "fallback": self.fallback,
+            "skipped": self.skipped,
+            "elapsed_s": round(self.elapsed, 3),
+            "pages_per_s": round(self.rate, 3),
+            "eta_s": None if self.eta is None else round(self.eta, 1),
+        }
+
+
+ProgressFn = Callable[[Progress], None]
+PageListener = Callable[[Book, PageResult], None]
+
+
+def parse_pages(spec: str | None, page_count: int) -> list[int]:
+    """Parse ``"1-20,35"`` into page numbers, checked against the book's range."""
+    if spec is None or not str(spec).strip():
+        return list(range(1, page_count + 1))
+    numbers: set[int] = set()
+    for part in str(spec).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo_text, hi_text = part.split("-", 1)
+                lo, hi = int(lo_text), int(hi_text)
+            else:
+                lo = hi = int(part)
+        except ValueError:
+            raise PageRangeError(f"bad page range {part!r}: use numbers and ranges like 1-20,35") from None
+        if lo < 1 or hi > page_count or lo > hi:
+            raise PageRangeError(f"page range {part!r} is outside 1-{page_count}")
+        numbers.update(range(lo, hi + 1))
+    return sorted(numbers)
+
+
+def book_id_for(path: str | Path, explicit: str | None) -> str:
+    return check_book_id(explicit) if explicit else slugify(Path(path).expanduser().resolve().name)
+
+
+def ocr_book(
+    corpus: Corpus,
+    path: str | Path,
+    options: RunOptions | None = None,
+    progress: ProgressFn | None = None,
+    engine: OcrEngine | None = None,
+    listeners: list[PageListener] | None = None,
+    cancel: threading.Event | None = None,
+) -> Progress:
+    """OCR a book into the corpus (or resume it). Raises :class:`BookOcrError` on bad input."""
+    options = options or RunOptions()
+    book_id = book_id_for(path, options.book)
+    with open_source(path) as source:
+        pages = parse_pages(options.pages, source.info.page_count)
+        with corpus.lock(book_id, wait=options.wait_for_lock):
+            book = corpus.prepare_book(book_id, source.info, options.engine, replace=options.replace)
+            todo = [n for n in pages if book.page_meta(n).get("status") not in DONE_STATUSES]
+            state = Progress(book=book_id, total=len(todo), skipped=len(pages) - len(todo), page_count=book.page_count, engine=options.engine)
+            if not todo:
+                state.state = "complete"
+                if not (book.dir / "document.mmd").exists():
+                    book.write_document()
+                if progress:
+                    progress(state)
+                return state
+            own_engine = engine is None
+            engine = engine or create_engine(options.engine, **options.engine_options)
+            try:
+                _run(book, source, engine, todo, options.render, state, progress, listeners or [], cancel)
+            finally:
+                book.flush()
+                book.write_document()
+                if own_engine:
+                    engine.close()
+            state.state = "cancelled" if cancel is not None and cancel.is_set() else "complete"
+            if progress:
+                progress(state)
+            return state
+
+
+def _run(
+    book: Book,
+    source: Source,
+    engine: OcrEngine,
+    todo: list[int],
+    settings: RenderSettings,
+    state: Progress,
+    progress: ProgressFn | None,
+    listeners: list[PageListener],
+    cancel: threading.Event | None,
+) -> None:
+    stop = threading.Event()
+    prepared: dict[int, PageInput] = {}
+    pages = _render_ahead(source, engine, todo, settings, stop, prepared, cancel)
+    if progress:
+        progress(state)
+    try:
+        for result in engine.recognize_many(pages):
+            page = prepared.pop(result.number, None)
+            book.record(result, page.render if page else None, page.render_seconds if page else 0.0)
+            state.done += 1
+            state.failed += result.status == "failed"
+            state.fallback += result.status == "fallback"
+            state.last_page = result.number
+            for listener in listeners:
+                listener(book, result)
+            if progress:
+                progress(state)
+            if cancel is not None and cancel.is_set():
+                break
+    finally:
+        stop.set()
+
+
+def _render_ahead(
+    source: Source,
+    engine: OcrEngine,
+    todo: list[int],
+    settings: RenderSettings,
+    stop: threading.Event,
+    prepared: dict[int, PageInput],
+    cancel: threading.Event | None = None,
+) -> Iterator[PageInput]:
+    """Yield pages prepared by a worker thread that runs up to RENDER_AHEAD pages ahead."""
+    ready: queue.Queue[PageInput | None | BaseException] = queue.Queue(maxsize=RENDER_AHEAD)
+
+    def put(item: PageInput | None | BaseException) -> bool:
+        while not stop.is_set() and not (cancel is not None and cancel.is_set()):
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def worker() -> None:
+        try:
+            for number in todo:
+                if not put(_prepare(source, engine, number, settings)):
+                    return
+            put(None)
+        except BaseException as exc:  # surfaced in the consumer
+            put(exc)
+
+    thread = threading.Thread(target=worker, name="bookocr-render", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = ready.get(timeout=0.1)
+            except queue.Empty:
+                if (cancel is not None and cancel.is_set()) or not thread.is_alive() and ready.empty():
+                    return
+                continue
+            if item is None or (cancel is not None and cancel.is_set()):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            prepared[item.number] = item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _prepare(source: Source, engine: OcrEngine, number: int, settings: RenderSettings) -> PageInput:
+    start = time.perf_counter()
+    page = PageInput(number=number)
+    try:
+        page.text_layer = source.text_layer(number)
+        if engine.needs_image(page):
+            page.image, page.render = source.render(number, settings)
+    except Exception as exc:  # a broken page fails alone; the book goes on
+        page.error = f"could not render page {number}: {type(exc).__name__}: {exc}"
+    page.render_seconds = time.perf_counter() - start
+    return page
+
+
+__all__ = ["RunOptions", "Progress", "ocr_book", "parse_pages", "book_id_for", "BookOcrError"]

@@ -24,6 +24,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".we
 MIN_PAGE_PT = 36.0  # half an inch
 MAX_PAGE_PT = 14_400.0  # 200 inches, the PDF format's own limit
 
+_DAMAGE_WARNINGS = (
+    "cannot load content stream",
+    "object is not a stream",
+    "page tree load failed",
+    "cannot find object",
+    "premature end of data",
+    "page may not be correct",
+)
+
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError beyond twice this
 pymupdf.TOOLS.mupdf_display_errors(False)
 
@@ -79,6 +88,8 @@ def open_source(path: str | os.PathLike[str]) -> Source:
         raise InputError(f"{p}: no such file or folder")
     if p.is_dir():
         return ImageFolderSource(p)
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file; give a PDF, an image, or a folder of page images")
     if not os.access(p, os.R_OK):
         raise InputError(f"{p}: cannot read the file (permission denied)")
     try:
@@ -113,6 +124,8 @@ class PdfSource(Source):
             self.doc.close()
             raise InputError(f"{path}: the PDF has no pages (is it truncated or corrupt?)")
         self._check_page_sizes(path)
+        if self.doc.is_repaired:
+            self._check_damage(path)
         self.info = SourceInfo(str(path.resolve()), path.name, "pdf", file_sha256(path), path.stat().st_size, self.doc.page_count)
 
     def _check_page_sizes(self, path: Path) -> None:
@@ -129,6 +142,22 @@ class PdfSource(Source):
                     f"{path}: page {index + 1} is {rect.width:.0f} x {rect.height:.0f} pt, outside the sane range "
                     f"{MIN_PAGE_PT:.0f}-{MAX_PAGE_PT:.0f} pt; this is not a book page"
                 )
+
+    def _check_damage(self, path: Path) -> None:
+        """MuPDF silently repairs broken files; refuse one whose pages lost their content."""
+        pymupdf.TOOLS.reset_mupdf_warnings()
+        for page in self.doc:
+            page.get_text("text")
+            for xref, *_ in page.get_images(full=True):
+                if not self.doc.xref_is_stream(xref):
+                    pymupdf.TOOLS.mupdf_warnings()  # keep the log short
+                    self.doc.close()
+                    raise InputError(f"{path}: the PDF is truncated or corrupt (page {page.number + 1} lost its image); re-download or repair it (e.g. qpdf) and try again")
+        warnings = pymupdf.TOOLS.mupdf_warnings()
+        damage = [w for w in warnings.splitlines() if any(k in w for k in _DAMAGE_WARNINGS)]
+        if damage:
+            self.doc.close()
+            raise InputError(f"{path}: the PDF is truncated or corrupt ({damage[0].strip()}); re-download or repair it (e.g. qpdf) and try again")
 
     def text_layer(self, number: int) -> TextLayer | None:
         return extract_text_layer(self.doc[number - 1])

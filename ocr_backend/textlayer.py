@@ -10,6 +10,14 @@ import pymupdf
 from ocr_backend.layout import TextLine
 
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+# Marks of a bad OCR layer: punctuation inside a word ("tbg.tr"), letters glued to digits
+# ("dans.3"), stray symbols ("&»“«■'").
+_PUNCT_INSIDE_WORD = re.compile(r"[^\W\d_][^\w\s'’\-–—][^\W\d_]")
+_LETTER_DIGIT = re.compile(r"[^\W\d_]\d|\d[^\W\d_]")
+_ODD_SYMBOL = re.compile(r"[■□�»«<>|\\{}~^¬©®]")
+_SYMBOLS_ONLY = re.compile(r"^[^\w]{2,}$")
+_COMMON_SYMBOL_RUNS = {"--", "—", "–", "...", "**", "***", "“", "”"}
+HIDDEN_LAYER_MAX_JUNK = 0.01
 _VOWELS = set("aeiouyäöüéèàáíóúâêîôû")
 
 
@@ -99,6 +107,11 @@ def judge_text_layer(layer: TextLayer | None) -> TrustVerdict:
     if quality < threshold:
         kind = "hidden OCR layer" if hidden else "text layer"
         return TrustVerdict(False, f"{kind} looks like garbage (word quality {quality:.2f} < {threshold})")
+    if hidden:
+        # Someone else's OCR under a scan: trusted only when nearly spotless, since ours is ~2% CER.
+        junk = junk_token_rate(text)
+        if junk >= HIDDEN_LAYER_MAX_JUNK:
+            return TrustVerdict(False, f"hidden OCR layer has OCR junk ({junk:.1%} of tokens); OCR the scan instead")
     kind = "hidden OCR layer" if hidden else "born-digital text layer"
     return TrustVerdict(True, f"{kind} reads as real words (word quality {quality:.2f})")
 
@@ -128,3 +141,20 @@ def _has_long_consonant_run(word: str) -> bool:
         else:
             run = 0
     return False
+
+
+def junk_token_rate(text: str) -> float:
+    """Share of whitespace-separated tokens that look like OCR debris."""
+    tokens = text.split()
+    if not tokens:
+        return 0.0
+    junk = sum(1 for token in tokens if _is_junk(token))
+    return junk / len(tokens)
+
+
+def _is_junk(token: str) -> bool:
+    if _ODD_SYMBOL.search(token) or _PUNCT_INSIDE_WORD.search(token):
+        return True
+    if _LETTER_DIGIT.search(token.strip(".,;:")):
+        return True
+    return bool(_SYMBOLS_ONLY.match(token)) and token not in _COMMON_SYMBOL_RUNS

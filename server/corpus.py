@@ -272,6 +272,7 @@ class Corpus:
             book = self.book(book_id)
             old = book.manifest["source"]
             if old["sha256"] == source.sha256 and book.page_count == source.page_count:
+                self._remove_stale_temp_files(book.dir)
                 book.manifest["source"]["path"] = source.path
                 book.manifest["engine"] = engine
                 return book
@@ -295,6 +296,12 @@ class Corpus:
         book._dirty = True
         book.flush()
         return book
+
+    @staticmethod
+    def _remove_stale_temp_files(book_dir: Path) -> None:
+        """Half-written files of a run that was killed (the lock guarantees none is live)."""
+        for tmp in book_dir.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _remove_book_files(self, book_id: str) -> None:
         book_dir = self.root / book_id

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine
+from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine, engine_classes
 from ocr_backend.errors import BookOcrError
 from ocr_backend.render import RenderSettings
 from ocr_backend.sources import Source, open_source
@@ -119,6 +119,8 @@ def ocr_book(
 ) -> Progress:
     """OCR a book into the corpus (or resume it). Raises :class:`BookOcrError` on bad input."""
     options = options or RunOptions()
+    if engine is None and options.engine not in engine_classes():
+        create_engine(options.engine)  # raises with the list of engines
     book_id = book_id_for(path, options.book)
     with open_source(path) as source:
         pages = parse_pages(options.pages, source.info.page_count)

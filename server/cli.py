@@ -110,7 +110,30 @@ def cmd_get(args: argparse.Namespace, corpus: Corpus) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_ocr, add_list, add_status, add_get]
+# --- demo -----------------------------------------------------------------------------
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="generate a scanned sample statistics book, OCR it, and show the result")
+    p.add_argument("--out", type=Path, default=Path("sample/statistics-sample.pdf"), help="where to write the sample PDF")
+    p.add_argument("--engine", default="auto", help="engine to use (default: auto, the embedded default)")
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, corpus: Corpus) -> int:
+    from server.sample_book import make_sample_book
+
+    pdf = make_sample_book(args.out)
+    print(f"generated an image-only scanned sample book: {pdf}", file=sys.stderr)
+    args.path, args.book, args.pages, args.replace, args.wait = str(pdf), "statistics-sample", None, True, False
+    args.long_side = DEFAULT_LONG_SIDE
+    code = cmd_ocr(args, corpus)
+    if not args.json:
+        document = corpus.book("statistics-sample").dir / "document.mmd"
+        print(f"\n===== {document} =====\n")
+        print(document.read_text(encoding="utf-8"))
+    return code
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_ocr, add_list, add_status, add_get, add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

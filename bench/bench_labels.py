@@ -38,7 +38,9 @@ from rapidfuzz import fuzz
 from ocr_backend.engines.base import PageInput, PageResult
 from ocr_backend.engines.local import LocalEngine
 from ocr_backend.layout import TextLine
+from server.contents import book_contents
 from server.corpus import Corpus
+from server.labels import body_lines, label_runs, parse_label, parse_roman
 from server.runner import RunOptions, ocr_book
 from server.sample_book import rasterise_pdf
 
@@ -51,11 +53,15 @@ class BenchBook:
     source: Path
     head_zone: float  # y (pt) above which a line of the original is running head / folio
     foot_zone: float  # y (pt) below which a line of the original is a foot / folio
+    engine: str = "local"  # "text-layer": read the born-digital original itself, no scan, no OCR
 
 
+BWS = TESTDATA / "olmocr_tests/gnarly_pdfs/bws_book_ch2.pdf"
 BOOKS = {
-    "bws": BenchBook("bws", TESTDATA / "olmocr_tests/gnarly_pdfs/bws_book_ch2.pdf", head_zone=112, foot_zone=680),
+    "bws": BenchBook("bws", BWS, head_zone=112, foot_zone=680),
     "whitehead": BenchBook("whitehead", TESTDATA / "gitenberg_whitehead_41568/41568-pdf.pdf", head_zone=20, foot_zone=460),
+    # bws has no declared page labels, so its born-digital text layer exercises detection too
+    "bws-text": BenchBook("bws-text", BWS, head_zone=112, foot_zone=680, engine="text-layer"),
 }
 
 
@@ -94,11 +100,168 @@ def run_pipeline(book: BenchBook, work: Path) -> Corpus:
     corpus_dir = work / book.key / "corpus"
     shutil.rmtree(corpus_dir, ignore_errors=True)
     corpus = Corpus(corpus_dir)
-    engine = CachedLocalEngine(work / book.key / "lines")
     start = time.perf_counter()
-    ocr_book(corpus, scan_of(book, work), RunOptions(book=book.key, engine="local"), engine=engine)
+    if book.engine == "text-layer":
+        ocr_book(corpus, book.source, RunOptions(book=book.key, engine="text-layer"))
+    else:
+        engine = CachedLocalEngine(work / book.key / "lines")
+        ocr_book(corpus, scan_of(book, work), RunOptions(book=book.key, engine="local"), engine=engine)
     print(f"{book.key}: pipeline {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return corpus
+
+
+# --- ground truth from the born-digital original ------------------------------------------
+@dataclass
+class PageTruth:
+    printed: str | None  # the folio the page prints
+    expected: str | None  # the label a reader would give the page
+    furniture: list[str]  # running head / folio lines in the head and foot margins
+
+
+def _lines(page: pymupdf.Page) -> list[tuple[float, str, float]]:
+    out = []
+    for block in page.get_text("dict")["blocks"]:
+        for line in block.get("lines", []):
+            text = "".join(span["text"] for span in line["spans"]).strip()
+            if text:
+                out.append((line["bbox"][1], text, max(span["size"] for span in line["spans"])))
+    return sorted(out)
+
+
+def _is_folio(text: str) -> bool:
+    return text.isdigit() or (parse_label(text) is not None)
+
+
+def ground_truth(book: BenchBook) -> list[PageTruth]:
+    """What each page of the original prints, and the label a reader would give it."""
+    truths = []
+    with pymupdf.open(book.source) as doc:
+        declared = [doc[i].get_label() for i in range(doc.page_count)] if doc.get_page_labels() else [None] * doc.page_count
+        for page in doc:
+            margin = [text for y, text, _ in _lines(page) if y < book.head_zone or y > book.foot_zone]
+            printed = next((t for t in margin if _is_folio(t)), None)
+            truths.append(PageTruth(printed, printed, margin))
+    # A page that prints no number carries the label of its declared run, if that run prints any.
+    runs = [(first, last) for _, _, first, last in label_runs(declared)]
+    for first, last in runs:
+        if any(truths[n - 1].printed for n in range(first, last + 1)):
+            for n in range(first, last + 1):
+                truths[n - 1].expected = truths[n - 1].printed or declared[n - 1]
+    return truths
+
+
+def contents_truth(book: BenchBook) -> list[tuple[str, int]]:
+    """(key, page) of every heading the contents should list."""
+    with pymupdf.open(book.source) as doc:
+        outline = doc.get_toc(simple=True)
+        if outline:  # Whitehead: chapters and back matter from the original's bookmarks
+            entries = []
+            for _, title, page in outline:
+                chapter = re.match(r"^([IVXL]+): ", title)
+                if chapter:
+                    entries.append((f"chapter {parse_roman(chapter.group(1))}", page))
+                elif title.rstrip(".").lower() in ("contents", "notes", "bibliography", "index"):
+                    entries.append((title.rstrip(".").lower(), page))
+            return entries
+        entries = []  # bws: "Chapter 2" and the numbered section headings, set in a larger size
+        for number, page in enumerate(doc, start=1):
+            for _, text, size in _lines(page):
+                if size >= 11.5 and re.fullmatch(r"\d+(\.\d+)+", text):
+                    entries.append((text, number))
+                elif size >= 20 and (m := re.fullmatch(r"Chapter (\d+)", text)):
+                    entries.append((f"chapter {m.group(1)}", number))
+        return entries
+
+
+# --- scoring -------------------------------------------------------------------------------
+def _norm(text: str) -> str:
+    """Letters and digits only; case kept, since running heads are set in capitals and the
+    section heading they repeat is not."""
+    return re.sub(r"[^0-9A-Za-z]+", " ", unicodedata.normalize("NFKD", text)).strip()
+
+
+def _in_body_edge(line: str, edge: list[str]) -> bool:
+    """Whether a margin line of the original reappears in the body's first or last lines."""
+    target = _norm(line)
+    for body_line in edge:
+        candidate = _norm(body_line)
+        if _is_folio(line.strip()):
+            if re.search(rf"(^| ){re.escape(target)}( |$)", candidate):
+                return True
+        elif len(target) >= 3 and len(candidate) >= 0.6 * len(target) and fuzz.partial_ratio(target, candidate) >= 85:
+            return True
+    return False
+
+
+def score_labels(book: BenchBook, corpus: Corpus) -> dict[str, Any]:
+    stored = corpus.book(book.key)
+    truths = ground_truth(book)
+    labels = stored.labels()
+    right = [n for n, (t, got) in enumerate(zip(truths, labels), start=1) if t.expected == got]
+    wrong = [(n, t.expected, got) for n, (t, got) in enumerate(zip(truths, labels), start=1) if t.expected != got]
+    printed_pages = [n for n, t in enumerate(truths, start=1) if t.printed]
+    lines_total = kept_out = 0
+    leaked: list[tuple[int, str]] = []
+    for number, truth in enumerate(truths, start=1):
+        body = body_lines(stored.read_page(number).markdown)
+        edge = body[:2] + body[-2:]
+        for line in truth.furniture:
+            lines_total += 1
+            if _in_body_edge(line, edge):
+                leaked.append((number, line))
+            else:
+                kept_out += 1
+    sources: dict[str, int] = {}
+    for meta in stored.pages:
+        key = (meta or {}).get("label_source", "none")
+        sources[key] = sources.get(key, 0) + 1
+    return {
+        "pages": len(truths),
+        "label_right": len(right),
+        "label_accuracy": round(len(right) / len(truths), 4),
+        "printed_pages_right": sum(1 for n in printed_pages if labels[n - 1] == truths[n - 1].printed),
+        "printed_pages": len(printed_pages),
+        "label_sources": sources,
+        "wrong": wrong[:20],
+        "furniture_lines": lines_total,
+        "furniture_kept_out": kept_out,
+        "furniture_kept_out_share": round(kept_out / lines_total, 4) if lines_total else None,
+        "furniture_leaked": leaked[:10],
+        "runs": stored.label_runs(),
+    }
+
+
+def _entry_key(title: str) -> str | None:
+    if m := re.match(r"^(\d+(?:\.\d+)+)\b", title):
+        return m.group(1)
+    if m := re.match(r"^chapter\s*([0-9]+|[ivxl]+)\b", title, re.IGNORECASE):
+        num = m.group(1)
+        return f"chapter {int(num) if num.isdigit() else parse_roman(num)}"
+    word = title.strip(" .").lower()
+    return word if word in ("contents", "notes", "bibliography", "index") else None
+
+
+def score_contents(book: BenchBook, corpus: Corpus) -> dict[str, Any]:
+    contents = book_contents(corpus.book(book.key))
+    found = {}
+    for entry in contents["entries"]:
+        key = _entry_key(entry["title"])
+        if key and key not in found:
+            found[key] = entry["page"]
+    truth = contents_truth(book)
+    present = [(key, page) for key, page in truth if key in found]
+    right = [(key, page) for key, page in present if found[key] == page]
+    truth_keys = {key for key, _ in truth}
+    return {
+        "source": contents["source"],
+        "entries": len(contents["entries"]),
+        "expected": len(truth),
+        "found": len(present),
+        "on_right_page": len(right),
+        "missing": [key for key, _ in truth if key not in found],
+        "wrong_page": [(key, page, found[key]) for key, page in present if found[key] != page],
+        "extra": [e["title"] for e in contents["entries"] if _entry_key(e["title"]) not in truth_keys][:15],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--book", choices=sorted(BOOKS), action="append", help="book(s) to run (default: all)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bookocr-bench-labels"))
     parser.add_argument("--ocr-only", action="store_true", help="fill the OCR cache and stop")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every detail (wrong pages, leaked lines)")
     args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
     for key in args.book or sorted(BOOKS):
         book = BOOKS[key]
         if not book.source.exists():
@@ -115,6 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         corpus = run_pipeline(book, args.work)
         if args.ocr_only:
             continue
+        labels = score_labels(book, corpus)
+        contents = score_contents(book, corpus)
+        results[key] = {"labels": labels, "contents": contents}
+        print(
+            f"{key}: labels right {labels['label_right']}/{labels['pages']} = {labels['label_accuracy']:.3f} "
+            f"(pages that print a number: {labels['printed_pages_right']}/{labels['printed_pages']}); "
+            f"furniture kept out of bodies {labels['furniture_kept_out']}/{labels['furniture_lines']} = "
+            f"{labels['furniture_kept_out_share']:.3f}; contents ({contents['source']}) {contents['found']}/{contents['expected']} "
+            f"found, {contents['on_right_page']} on the right page, {len(contents['extra'])} extra"
+        )
+    if results:
+        out = args.work / "results.json"
+        out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+        print(json.dumps(results, indent=1, ensure_ascii=False) if args.verbose else f"details: {out}")
     return 0
 
 

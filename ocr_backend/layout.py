@@ -2,11 +2,29 @@
 
 Both the text-layer engine (PyMuPDF lines) and the local OCR engine (RapidOCR
 boxes) produce unordered positioned lines; this module turns them into markdown.
+
+The steps, in order:
+
+1. *Furniture*: the first/last rows of the page that look like running heads or
+   page numbers are set aside (``PageLayout.furniture``), never put in the body.
+2. *Reading order*: the body is cut into regions at column gutters, found as a
+   vertical strip of white that stays free over a run of horizontal bands and has
+   real text lines on both sides (so centred display maths or an indented
+   equation never makes a column). Regions are read top to bottom, columns left
+   to right, recursively.
+3. *Paragraphs*: inside a region, fragments are grouped into visual rows; a new
+   paragraph starts at an indent, a large vertical gap, a centred (display) row,
+   or a heading (a row in a clearly larger size, or a short standalone caps/bold
+   row). Hyphenated line ends are joined when a word was split.
 """
 
 from __future__ import annotations
 
+import re
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -26,35 +44,430 @@ class TextLine:
     def height(self) -> float:
         return self.size or (self.y1 - self.y0)
 
+    @property
+    def box_height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def x_center(self) -> float:
+        return (self.x0 + self.x1) / 2
+
 
 @dataclass
 class PageLayout:
     markdown: str
-    furniture: list[str] = field(default_factory=list)  # running heads, page numbers
+    furniture: list[str] = field(default_factory=list)  # running heads, page numbers (page order)
+    columns: int = 1  # most columns found side by side anywhere on the page
+
+
+# --- tunables (in units of the page's typical line-box height unless noted) -------------
+SHRINK = 0.25  # boxes are trimmed by this share of their height before bands are chained
+MIN_GUTTER = 0.5  # narrowest white strip that can separate two columns
+COLUMN_LINE_CHARS = 12  # a column must hold text lines of at least this many characters ...
+COLUMN_MIN_LINES = 3  # ... and at least this many of them on each side of the gutter
+HEADING_RATIO = 1.25  # a row this much larger than body text is a heading
+TITLE_RATIO = 1.6  # ... and this much larger a top-level heading
+HEADING_MAX_WORDS = 16
+FURNITURE_MAX_WORDS = 10
+TOP_ZONE = 0.2  # share of the page height searched for running heads
+BOTTOM_ZONE = 0.12  # share of the page height searched for footers without a number
+
+_FOLIO = re.compile(r"^(?:page\s+)?[(\[\-–—·•]*\s*(?:\d{1,4}|[ivxlcdm]{1,8})\s*[)\]\-–—·•.]*$", re.IGNORECASE)
+_MATH_CHARS = re.compile(r"[=+±√∑∏∫<>≤≥^∞]")
+_SENTENCE_END = re.compile(r"[.!?:;”\"')\]]$")
+_HYPHENS = ("-", "\u2010", "\u00ad")
+
+RowKind = Literal["text", "heading", "display"]
+
+
+@dataclass
+class _Row:
+    """Fragments that share one visual line, left to right."""
+
+    parts: list[TextLine]
+
+    @property
+    def x0(self) -> float:
+        return min(p.x0 for p in self.parts)
+
+    @property
+    def x1(self) -> float:
+        return max(p.x1 for p in self.parts)
+
+    @property
+    def y0(self) -> float:
+        return min(p.y0 for p in self.parts)
+
+    @property
+    def y1(self) -> float:
+        return max(p.y1 for p in self.parts)
+
+    @property
+    def main(self) -> TextLine:
+        return max(self.parts, key=lambda p: len(p.text))
+
+    @property
+    def text(self) -> str:
+        return " ".join(p.text for p in sorted(self.parts, key=lambda p: p.x0))
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+@dataclass
+class _Paragraph:
+    kind: RowKind
+    rows: list[_Row]
+    level: int = 0  # heading level
+
+    def text(self) -> str:
+        if self.kind == "display":
+            return "\n".join(row.text for row in self.rows)
+        return join_lines(row.text for row in self.rows)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    unit: float  # typical line-box height: the yardstick for gaps and indents
+    size: float  # typical text size (font size when known, else box height)
 
 
 def build_markdown(lines: list[TextLine], width: float, height: float) -> PageLayout:
-    """Order lines top to bottom and join them into paragraphs (first version)."""
-    ordered = sorted(lines, key=lambda ln: (round(ln.y0), ln.x0))
-    paragraphs: list[list[str]] = []
-    last_bottom: float | None = None
-    for line in ordered:
-        gap = (line.y0 - last_bottom) if last_bottom is not None else 0.0
-        if not paragraphs or gap > 0.8 * line.height:
-            paragraphs.append([])
-        paragraphs[-1].append(line.text)
-        last_bottom = line.y1
-    return PageLayout(markdown="\n\n".join(_join_lines(p) for p in paragraphs).strip())
+    """Rebuild one page: furniture apart, columns in reading order, paragraphs and headings."""
+    lines = [ln for ln in (_clean(ln) for ln in lines) if ln is not None]
+    if not lines:
+        return PageLayout(markdown="")
+    metrics = _measure(lines)
+    furniture_rows, body = _split_furniture(lines, height, metrics)
+    regions, columns = _reading_regions(body, metrics)
+    paragraphs: list[_Paragraph] = []
+    for region in regions:
+        _append_region(paragraphs, _paragraphs(_group_rows(region), metrics))
+    return PageLayout(
+        markdown=_render(paragraphs),
+        furniture=[row.text for row in furniture_rows],
+        columns=columns,
+    )
 
 
-def _join_lines(lines: list[str]) -> str:
+def join_lines(lines: Iterable[str]) -> str:
+    """Join the lines of one paragraph, mending words hyphenated across line ends."""
     out = ""
-    for text in lines:
-        text = text.strip()
+    for raw in lines:
+        text = raw.strip()
+        if not text:
+            continue
         if not out:
             out = text
-        elif out.endswith("-") and len(out) > 1 and out[-2].isalpha() and text[:1].islower():
+        elif _split_word(out, text):
             out = out[:-1] + text
         else:
             out += " " + text
     return out
+
+
+def _split_word(before: str, after: str) -> bool:
+    """A line ending "math-" followed by "ematics": one word broken by the typesetter."""
+    return len(before) > 1 and before.endswith(_HYPHENS) and before[-2].isalpha() and after[:1].islower()
+
+
+# --- preparation ----------------------------------------------------------------------
+def _clean(line: TextLine) -> TextLine | None:
+    text = " ".join(line.text.split())
+    if not text or line.x1 <= line.x0 or line.y1 <= line.y0:
+        return None
+    if len(text) >= 4 and not any(ch.isalnum() for ch in text):
+        return None  # dot leaders and rules ("........", "_____") are not content
+    if text != line.text:
+        line = TextLine(text, line.x0, line.y0, line.x1, line.y1, line.size, line.bold, line.score)
+    return line
+
+
+def _measure(lines: Sequence[TextLine]) -> _Metrics:
+    texty = [ln for ln in lines if len(ln.text) >= 10] or list(lines)
+    return _Metrics(unit=statistics.median(ln.box_height for ln in texty), size=statistics.median(ln.height for ln in texty))
+
+
+def _group_rows(lines: Sequence[TextLine]) -> list[_Row]:
+    """Group fragments into visual rows, top to bottom.
+
+    A fragment joins the row whose widest fragment it overlaps vertically by at least
+    half of the smaller height, so superscripts and fraction parts stay with their line
+    without one tall formula swallowing the lines around it.
+    """
+    rows: list[_Row] = []
+    for line in sorted(lines, key=lambda ln: (ln.y0 + ln.y1) / 2):
+        target = None
+        for row in reversed(rows[-3:]):
+            core = max(row.parts, key=lambda p: p.x1 - p.x0)
+            overlap = min(core.y1, line.y1) - max(core.y0, line.y0)
+            if overlap >= 0.5 * min(core.box_height, line.box_height):
+                target = row
+                break
+        if target is None:
+            rows.append(_Row([line]))
+        else:
+            target.parts.append(line)
+    rows.sort(key=lambda r: r.y0)
+    return rows
+
+
+# --- furniture ------------------------------------------------------------------------
+def _split_furniture(lines: list[TextLine], page_height: float, m: _Metrics) -> tuple[list[_Row], list[TextLine]]:
+    """Set aside running heads and page numbers at the top and bottom of the page."""
+    rows = _group_rows(lines)
+    top = _top_furniture(rows, page_height, m)
+    rest = rows[len(top) :]
+    bottom = _bottom_furniture(rest, page_height, m)
+    kept = {id(p) for row in top + bottom for p in row.parts}
+    return top + bottom, [ln for ln in lines if id(ln) not in kept]
+
+
+def _top_furniture(rows: list[_Row], page_height: float, m: _Metrics) -> list[_Row]:
+    """The head row (running head and/or page number), and any margin line above a page number."""
+    for i, row in enumerate(rows[:2]):
+        if row.y0 > TOP_ZONE * page_height or i + 1 >= len(rows):
+            break
+        if rows[i + 1].y0 - row.y1 < 0.5 * m.unit:
+            continue
+        if _is_folio_row(row) or (i == 0 and _is_head_row(row, m)):
+            return rows[: i + 1]
+    return []
+
+
+def _bottom_furniture(rows: list[_Row], page_height: float, m: _Metrics) -> list[_Row]:
+    found: list[_Row] = []
+    for i in range(len(rows) - 1, max(len(rows) - 3, 0), -1):
+        row, above = rows[i], rows[i - 1]
+        gap_above = row.y0 - above.y1
+        folio = _is_folio_row(row) and gap_above >= 0.5 * m.unit
+        footer = (
+            row.y0 >= (1 - BOTTOM_ZONE) * page_height
+            and row.words <= 6
+            and gap_above >= 1.2 * m.unit
+            and _size(row) <= 1.1 * m.size
+        )
+        if not (folio or footer):
+            break
+        found.insert(0, row)
+    return found
+
+
+def _is_folio_row(row: _Row) -> bool:
+    """A page number alone, or beside a short running head ("2 NATURE OF MATHEMATICS")."""
+    if row.words > FURNITURE_MAX_WORDS:
+        return False
+    if any(_FOLIO.match(p.text) for p in row.parts):
+        return True
+    tokens = row.text.split()
+    return bool(tokens) and (tokens[0].isdigit() or tokens[-1].isdigit()) and len(tokens[0] if tokens[0].isdigit() else tokens[-1]) <= 4
+
+
+def _is_head_row(row: _Row, m: _Metrics) -> bool:
+    """A short running head: small or mostly capitals, never larger than the text."""
+    text = row.text
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters or row.words > FURNITURE_MAX_WORDS or _size(row) > 1.15 * m.size or text.endswith((".", ",")):
+        return False
+    upper = sum(ch.isupper() for ch in letters) / len(letters)
+    return upper >= 0.7 or _size(row) <= 0.92 * m.size
+
+
+def _size(row: _Row) -> float:
+    return row.main.height
+
+
+# --- reading order ----------------------------------------------------------------------
+def _reading_regions(lines: list[TextLine], m: _Metrics) -> tuple[list[list[TextLine]], int]:
+    """Cut the body into regions in reading order; also report the most columns side by side."""
+    if len(lines) < 2 * COLUMN_MIN_LINES:
+        return ([lines] if lines else []), 1
+    bands = _bands(lines)
+    split = _best_gutter(bands, m)
+    if split is None:
+        return [lines], 1
+    start, end, gutter_x = split
+    middle = [ln for band in bands[start : end + 1] for ln in band]
+    left = [ln for ln in middle if ln.x_center < gutter_x]
+    right = [ln for ln in middle if ln.x_center >= gutter_x]
+    before = [ln for band in bands[:start] for ln in band]
+    after = [ln for band in bands[end + 1 :] for ln in band]
+    parts = [_reading_regions(part, m) for part in (before, left, right, after)]
+    regions = [region for sub, _ in parts for region in sub]
+    columns = max(parts[0][1], parts[1][1] + parts[2][1], parts[3][1])
+    return regions, columns
+
+
+def _bands(lines: Sequence[TextLine]) -> list[list[TextLine]]:
+    """Horizontal bands: lines chained by vertical overlap (boxes trimmed so near-touching lines stay apart)."""
+    bands: list[list[TextLine]] = []
+    bottom = float("-inf")
+    for line in sorted(lines, key=lambda ln: ln.y0):
+        trim = SHRINK * line.box_height
+        if not bands or line.y0 + trim > bottom:
+            bands.append([])
+        bands[-1].append(line)
+        bottom = max(bottom, line.y1 - trim) if len(bands[-1]) > 1 else line.y1 - trim
+    return bands
+
+
+def _free_gaps(band: Sequence[TextLine], x0: float, x1: float) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """White x-intervals of a band within [x0, x1]: (all of them, only those with text on both sides)."""
+    spans = sorted((ln.x0, ln.x1) for ln in band)
+    merged: list[list[float]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    interior = [(merged[i][1], merged[i + 1][0]) for i in range(len(merged) - 1)]
+    edges = [(x0, merged[0][0]), (merged[-1][1], x1)]
+    return [g for g in interior + edges if g[1] > g[0]], interior
+
+
+def _best_gutter(bands: list[list[TextLine]], m: _Metrics) -> tuple[int, int, float] | None:
+    """The best column gutter: (first band, last band, x of the cut), or None.
+
+    A gutter is an x-interval of white that is interior to at least one band and stays
+    white (at least MIN_GUTTER wide) over a run of consecutive bands, with real text
+    columns on both sides. The run holding the most lines wins.
+    """
+    x0 = min(ln.x0 for band in bands for ln in band)
+    x1 = max(ln.x1 for band in bands for ln in band)
+    gaps = [_free_gaps(band, x0, x1) for band in bands]
+    min_width = MIN_GUTTER * m.unit
+    best: tuple[int, int, int, float, float] | None = None  # (lines, width, start, end, x)
+    for i, (_, interior) in enumerate(gaps):
+        for seed in interior:
+            if seed[1] - seed[0] < min_width:
+                continue
+            start, end, lo, hi = _extend_run(gaps, i, seed, min_width)
+            middle = [ln for band in bands[start : end + 1] for ln in band]
+            cut = (lo + hi) / 2
+            left = [ln for ln in middle if ln.x_center < cut]
+            right = [ln for ln in middle if ln.x_center >= cut]
+            if not (_is_text_column(left) and _is_text_column(right)):
+                continue
+            score = (len(middle), hi - lo)
+            if best is None or score > best[:2]:
+                best = (len(middle), hi - lo, start, end, cut)
+    return None if best is None else (best[2], best[3], best[4])
+
+
+def _extend_run(
+    gaps: list[tuple[list[tuple[float, float]], list[tuple[float, float]]]], i: int, seed: tuple[float, float], min_width: float
+) -> tuple[int, int, float, float]:
+    lo, hi = seed
+    start = end = i
+    for step in (-1, 1):
+        j = i + step
+        while 0 <= j < len(gaps):
+            overlap = max(((max(lo, a), min(hi, b)) for a, b in gaps[j][0]), key=lambda g: g[1] - g[0], default=None)
+            if overlap is None or overlap[1] - overlap[0] < min_width:
+                break
+            lo, hi = overlap
+            start, end = min(start, j), max(end, j)
+            j += step
+    return start, end, lo, hi
+
+
+def _is_text_column(lines: Sequence[TextLine]) -> bool:
+    return sum(len(ln.text.replace(" ", "")) >= COLUMN_LINE_CHARS for ln in lines) >= COLUMN_MIN_LINES
+
+
+# --- paragraphs -----------------------------------------------------------------------
+def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
+    if not rows:
+        return []
+    left = _percentile([r.x0 for r in rows], 0.2)
+    right = _percentile([r.x1 for r in rows], 0.8)
+    width = max(right - left, m.unit)
+    pitch = statistics.median([b.y0 - a.y0 for a, b in zip(rows, rows[1:])] or [m.unit * 1.2])
+    pitch = max(pitch, m.unit)
+    paragraphs: list[_Paragraph] = []
+    prev: _Row | None = None
+    for row in rows:
+        kind, level = _classify(row, prev, m, left, right, width)
+        last = paragraphs[-1] if paragraphs else None
+        if last is not None and prev is not None and _continues(last, kind, level, row, prev, m, left, right, pitch):
+            last.rows.append(row)
+        else:
+            paragraphs.append(_Paragraph(kind, [row], level))
+        prev = row
+    return paragraphs
+
+
+def _classify(row: _Row, prev: _Row | None, m: _Metrics, left: float, right: float, width: float) -> tuple[RowKind, int]:
+    level = _heading_level(row, prev, m)
+    if level:
+        return "heading", level
+    margin_left, margin_right = row.x0 - left, right - row.x1
+    centred = min(margin_left, margin_right) >= 2 * m.unit and abs(margin_left - margin_right) <= max(2 * m.unit, 0.1 * width)
+    return ("display", 0) if centred else ("text", 0)
+
+
+def _heading_level(row: _Row, prev: _Row | None, m: _Metrics) -> int:
+    """1 or 2 for a row set clearly larger than the text, 3 for a short standalone caps/bold row."""
+    text = row.text
+    letters = [ch for ch in text if ch.isalpha()]
+    if len(letters) < 2 or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
+        return 0
+    ratio = _size(row) / m.size if m.size else 1.0
+    if ratio >= TITLE_RATIO:
+        return 1
+    if ratio >= HEADING_RATIO:
+        return 2
+    standalone = prev is None or bool(_SENTENCE_END.search(prev.text)) or row.y0 - prev.y1 >= 0.8 * m.unit
+    caps = len(letters) >= 4 and all(ch.isupper() for ch in letters)
+    bold = all(p.bold for p in row.parts)
+    if standalone and (caps or bold) and row.words <= 12 and ratio >= 0.85 and not text.endswith("."):
+        return 3
+    return 0
+
+
+def _continues(last: _Paragraph, kind: RowKind, level: int, row: _Row, prev: _Row, m: _Metrics, left: float, right: float, pitch: float) -> bool:
+    """Whether ``row`` carries on the paragraph that ``prev`` belongs to."""
+    if kind != last.kind:
+        return False
+    if kind == "heading":
+        return level == last.level and row.y0 - prev.y1 < 0.8 * m.unit
+    if kind == "display":
+        return row.y0 - prev.y1 < 0.8 * m.unit
+    if row.y0 - prev.y0 > 1.6 * pitch:
+        return False
+    indent = row.x0 - left
+    if m.unit * 0.6 <= indent <= 0.3 * (right - left) and abs(row.x0 - prev.x0) > 0.4 * m.unit:
+        return False  # a first-line indent
+    short_prev = right - prev.x1 > 3 * m.unit
+    if short_prev and _SENTENCE_END.search(prev.text) and row.text[:1].isupper():
+        return False  # block paragraphs with no indent: a short line ended the last one
+    return True
+
+
+def _append_region(paragraphs: list[_Paragraph], new: list[_Paragraph]) -> None:
+    """Add a region's paragraphs, carrying on a paragraph broken by a column or region end."""
+    if paragraphs and new and paragraphs[-1].kind == new[0].kind == "text":
+        tail, head = paragraphs[-1].text(), new[0].rows[0].text
+        ends_open = tail.endswith(_HYPHENS) or not _SENTENCE_END.search(tail)
+        if ends_open and head[:1].islower():
+            paragraphs[-1].rows.extend(new[0].rows)
+            new = new[1:]
+    paragraphs.extend(new)
+
+
+def _render(paragraphs: list[_Paragraph]) -> str:
+    blocks = []
+    for para in paragraphs:
+        text = para.text()
+        if para.kind == "heading":
+            text = "#" * para.level + " " + text
+        elif text.startswith("#"):
+            text = "\\" + text  # OCR text that merely starts with '#' is not a heading
+        blocks.append(text)
+    return "\n\n".join(b for b in blocks if b.strip())
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -27,6 +27,7 @@ from typing import Any
 from ocr_backend.engines.base import PageResult
 from ocr_backend.errors import BookOcrError
 from ocr_backend.sources import SourceInfo
+from server.labels import label_runs, pages_with_label
 
 MANIFEST_FORMAT = 1
 DONE_STATUSES = ("ok", "fallback")
@@ -49,6 +50,10 @@ class BookLockedError(BookOcrError):
 
 class BookConflictError(BookOcrError):
     pass
+
+
+class UnknownLabelError(BookOcrError):
+    """A printed page label that no page carries, or that several pages carry."""
 
 
 def default_corpus_dir() -> Path:
@@ -146,6 +151,69 @@ class Book:
         path = self.page_path(number)
         text = path.read_text(encoding="utf-8") if meta.get("status") in DONE_STATUSES and path.exists() else ""
         return PageView(self.id, number, self.page_count, text, meta)
+
+    # --- printed page labels ---------------------------------------------------------
+    def labels(self) -> list[str | None]:
+        """The printed label of every page (None where there is none)."""
+        return [(meta or {}).get("label") for meta in self.pages]
+
+    def set_labels(self, labels: list[tuple[str, str] | None]) -> bool:
+        """Store ``(label, source)`` per page (pages not yet in the manifest are skipped).
+
+        Returns whether anything changed; the caller holds the lock and flushes.
+        """
+        changed = False
+        for meta, entry in zip(self.pages, labels):
+            if meta is None:
+                continue
+            wanted = {"label": entry[0], "label_source": entry[1]} if entry else {}
+            if {k: meta[k] for k in ("label", "label_source") if k in meta} != wanted:
+                meta.pop("label", None)
+                meta.pop("label_source", None)
+                meta.update(wanted)
+                changed = True
+        self._dirty |= changed
+        return changed
+
+    def set_outline(self, outline: list[tuple[int, str, int]]) -> bool:
+        """Keep the source's own table of contents ``(level, title, page)``; returns whether it changed."""
+        entries = [[int(level), str(title), int(page)] for level, title, page in outline]
+        if self.manifest.get("outline", []) == entries:
+            return False
+        self.manifest["outline"] = entries
+        self._dirty = True
+        return True
+
+    def label_runs(self) -> list[dict[str, Any]]:
+        """The book's numbering as runs: ``{"printed": "i-xii", "pages": "1-12"}``."""
+        return [
+            {"printed": first if first == last else f"{first}-{last}", "pages": str(start) if start == end else f"{start}-{end}"}
+            for first, last, start, end in label_runs(self.labels())
+        ]
+
+    def find_printed(self, label: str) -> int:
+        """The PDF page number of the page printed ``label`` ("37", "xii")."""
+        matches = pages_with_label(self.labels(), str(label))
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            pages = ", ".join(str(n) for n in matches)
+            raise UnknownLabelError(
+                f"printed page {label!r} occurs more than once in book {self.id!r} (PDF pages {pages}: the book "
+                f"restarts its numbering); ask for one of them by its PDF page number"
+            )
+        runs = self.label_runs()
+        if not runs:
+            raise UnknownLabelError(
+                f"book {self.id!r} has no printed page numbers (the PDF declares none and none were read on its "
+                f"pages); use the PDF page number 1-{self.page_count}"
+            )
+        known = "; ".join(f"printed {r['printed']} on PDF pages {r['pages']}" for r in runs[:8])
+        more = f" and {len(runs) - 8} more runs" if len(runs) > 8 else ""
+        raise UnknownLabelError(
+            f"no page of book {self.id!r} is printed {label!r}; its numbering: {known}{more}. "
+            f"Use one of those labels, or the PDF page number 1-{self.page_count}"
+        )
 
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "fallback": 0, "failed": 0, "pending": 0}

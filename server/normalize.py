@@ -17,8 +17,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 # Bump whenever the terms produced for a text change: an index made by another version is rebuilt.
 NORMALIZER_VERSION = 1
@@ -47,7 +47,7 @@ SILENT_COMMANDS = frozenset(
     le leq ge geq ne neq lt gt leqslant geqslant ll gg approx equiv sim simeq cong propto
     pm mp to mapsto rightarrow leftarrow Rightarrow Leftarrow leftrightarrow Leftrightarrow longrightarrow
     Longrightarrow implies iff colon mid vert Vert lvert rvert lVert rVert langle rangle lfloor rfloor lceil rceil
-    lbrace rbrace lbrack rbrack
+    lbrace rbrace lbrack rbrack xrightarrow xleftarrow
     hat widehat bar overline underline tilde widetilde vec dot ddot check breve acute grave
     overbrace underbrace stackrel overset underset prime backslash
     nonumber notag hline cline toprule midrule bottomrule displaylines phantom hphantom vphantom
@@ -56,8 +56,9 @@ SILENT_COMMANDS = frozenset(
 )
 COMMAND_ALIASES = {
     "varepsilon": "epsilon", "vartheta": "theta", "varphi": "phi", "varpi": "pi", "varrho": "rho",
-    "varsigma": "sigma", "varkappa": "kappa", "infty": "infinity",
+    "varsigma": "sigma", "varkappa": "kappa", "infty": "infinity", "top": "t", "intercal": "t", "transpose": "t",
 }
+WORD_ALIASES = {"inf": "infinity", "infty": "infinity"}  # how people type the symbol
 SYMBOL_NAMES = {"∑": "sum", "∏": "prod", "∫": "int", "√": "sqrt", "∞": "infinity", "∂": "partial", "∇": "nabla"}
 
 _WORD = r"[^\W_]+(?:(?:\u00ad[ \t]*|-[ \t]*\r?\n[ \t]*(?=[a-zß-ÿ]))[^\W_]+)*"
@@ -82,10 +83,10 @@ _GREEK_SPLIT = re.compile("([" + "".join(GREEK_CHAR_NAMES) + "])")
 _LETTER_DIGITS = re.compile(r"^([a-z])([0-9]+)$")  # x2, a11: a variable with its index or power
 _DIGITS_LETTERS = re.compile(r"^([0-9]+)([a-z]+)$")  # 2pi, 3x: a coefficient and what it multiplies
 _GREEK_DIGITS = re.compile(r"^(" + "|".join(GREEK_NAMES) + r")([0-9]+)$")  # alpha1
+_DIFFERENTIAL = re.compile(r"^(d)([a-z]|" + "|".join(GREEK_NAMES) + r")$")  # dx, dθ: \mathrm{d} x as typed
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """A term and the span of the original text it was read from."""
 
     term: str
@@ -103,6 +104,25 @@ def tokenize(text: str) -> list[Token]:
         start, end = match.span()
         for term in _terms_of(kind, match.group(kind)):
             tokens.append(Token(term, start, end))
+    return tokens
+
+
+def tokenize_fast(text: str) -> list[Token]:
+    """:func:`tokenize`, inlined for the common case of plain words (snippets of every hit use it)."""
+    tokens: list[Token] = []
+    append = tokens.append
+    for match in _SCANNER.finditer(text):
+        word = match.group("word")
+        if word is not None:
+            found = word_terms(word)
+        elif match.lastgroup == "skip":
+            continue
+        else:
+            found = _terms_of(match.lastgroup, match.group(match.lastgroup))
+        if found:
+            start, end = match.span()
+            for term in found:
+                append(Token(term, start, end))
     return tokens
 
 
@@ -168,7 +188,12 @@ def _fold(word: str) -> str:
 def _split_part(part: str) -> tuple[str, ...]:
     if not part:
         return ()
-    if part.isalpha() or not any(c.isdigit() for c in part):
+    if part.isalpha():
+        differential = _DIFFERENTIAL.match(part)
+        if differential:
+            return differential.groups()
+        return (WORD_ALIASES.get(part, part),)
+    if not any(c.isdigit() for c in part):
         return (part,) if part.isalnum() else tuple(re.findall(r"[^\W_]+", part))
     for pattern in (_LETTER_DIGITS, _DIGITS_LETTERS, _GREEK_DIGITS):
         match = pattern.match(part)

@@ -6,6 +6,7 @@ where it stopped and a finished book costs nothing to re-run.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -19,6 +20,10 @@ from ocr_backend.errors import BookOcrError
 from ocr_backend.render import RenderSettings
 from ocr_backend.sources import Source, open_source
 from server.corpus import DONE_STATUSES, Book, Corpus, PageRangeError, check_book_id, slugify
+from server.labels import book_labels
+from server.search import index_listener, sync_book_quietly
+
+logger = logging.getLogger(__name__)
 
 RENDER_AHEAD = 6  # pages the render worker may prepare before the engine takes them
 
@@ -30,8 +35,10 @@ class RunOptions:
     pages: str | None = None  # "1-20,35"
     render: RenderSettings = field(default_factory=RenderSettings)
     replace: bool = False
+    redo: bool = False  # redo the selected pages even if done (e.g. with a better engine)
     wait_for_lock: bool = False
     engine_options: dict[str, Any] = field(default_factory=dict)
+    search_index: bool = True  # index each page for search as it lands (CORPUS/index.sqlite)
 
 
 @dataclass
@@ -126,11 +133,14 @@ def ocr_book(
         pages = parse_pages(options.pages, source.info.page_count)
         with corpus.lock(book_id, wait=options.wait_for_lock):
             book = corpus.prepare_book(book_id, source.info, options.engine, replace=options.replace)
-            todo = [n for n in pages if book.page_meta(n).get("status") not in DONE_STATUSES]
+            if options.search_index:
+                sync_book_quietly(corpus, book)  # pages done before indexing existed, or a replaced book
+                listeners = [index_listener(corpus), *(listeners or [])]  # indexed before others hear of the page
+            todo = pages if options.redo else [n for n in pages if book.page_meta(n).get("status") not in DONE_STATUSES]
             state = Progress(book=book_id, total=len(todo), skipped=len(pages) - len(todo), page_count=book.page_count, engine=options.engine)
             if not todo:
                 state.state = "complete"
-                if not (book.dir / "document.mmd").exists():
+                if index_book(book, source) or not (book.dir / "document.mmd").exists():
                     book.write_document()
                 if progress:
                     progress(state)
@@ -141,6 +151,7 @@ def ocr_book(
                 _run(book, source, engine, todo, options.render, state, progress, listeners or [], cancel)
             finally:
                 book.flush()
+                index_book(book, source)
                 book.write_document()
                 if own_engine:
                     engine.close()
@@ -148,6 +159,28 @@ def ocr_book(
             if progress:
                 progress(state)
             return state
+
+
+def index_book(book: Book, source: Source) -> bool:
+    """Recompute the printed page labels of the whole book and keep the PDF's outline.
+
+    Labels are fitted over every stored page (one page alone cannot tell a misread number
+    from a restart). Never raises: a failure here must not cost the run its pages.
+    Returns whether the manifest changed.
+    """
+    try:
+        pages = [
+            ((meta or {}).get("furniture", []), book.read_page(number).markdown if meta else "")
+            for number, meta in enumerate(book.pages, start=1)
+        ]
+        labels = book_labels(source.page_labels(), pages)
+        changed = book.set_labels([(found.label, found.source) if found else None for found in labels])
+        changed |= book.set_outline(source.outline())
+        book.flush()
+        return changed
+    except Exception:  # pragma: no cover - a bug here must not lose the OCR'd pages
+        logger.exception("could not compute the printed page labels of book %s", book.id)
+        return False
 
 
 def _run(

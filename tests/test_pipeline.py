@@ -111,6 +111,14 @@ def test_page_selection_and_later_completion(corpus: Corpus, text_pdf: Path) -> 
     assert sorted(engine.calls) == [1, 4]
 
 
+def test_redo_reruns_done_pages_with_another_engine(corpus: Corpus, text_pdf: Path) -> None:
+    ocr_book(corpus, text_pdf, RunOptions(engine="text-layer"))
+    engine = CountingEngine()
+    ocr_book(corpus, text_pdf, RunOptions(engine="text-layer", pages="2,4", redo=True), engine=engine)
+    assert sorted(engine.calls) == [2, 4]
+    assert [m["attempts"] for m in corpus.book("born-digital").pages] == [1, 2, 1, 2, 1]
+
+
 @pytest.mark.parametrize(
     "spec, expected",
     [(None, [1, 2, 3, 4, 5, 6]), ("1-3,5", [1, 2, 3, 5]), (" 2 , 2-3 ", [2, 3]), ("6", [6])],

@@ -1,0 +1,184 @@
+"""The client side of the deployed DeepSeek class: connecting, calling, encoding pages.
+
+The engine talks to a :class:`RemoteOcr` (one call: a batch of encoded images plus
+options in, one dict per page out). :class:`ModalRemote` is the real one; tests and
+the benchmark pass a local stand-in, and ``deepseek-local`` passes a runner.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from PIL import Image
+
+from ocr_backend.errors import EngineError
+
+JPEG_QUALITY = 70  # text stays crisp: the model sees the page as 640 px tiles
+MAX_LONG_SIDE = 1600  # more buys nothing: the tiles are resized to 640 px
+PNG_TRY_ABOVE_BYTES = 150_000  # a large grey JPEG may be a crisp, few-tone page that PNG packs better
+NETWORK_CHECK_TIMEOUT_S = 3.0
+
+# modal.exception names, matched by name so this module never needs modal imported
+TRANSIENT_ERRORS = frozenset(
+    {
+        "ConnectionError",
+        "InternalFailure",
+        "InternalError",
+        "ServiceError",
+        "ResourceExhaustedError",
+        "FunctionTimeoutError",
+        "TimeoutError",
+        "RemoteError",
+        "ClientClosed",
+    }
+)
+FATAL_ERRORS = frozenset({"AuthError", "NotFoundError", "PermissionDeniedError", "VersionError"})
+
+MODAL_SETUP = "run `modal setup` (or `modal token new`) to sign in to Modal"
+SETUP_HINT = f"{MODAL_SETUP}, then `bookocr deploy`"
+DEPLOY_HINT = "run `bookocr deploy` to deploy the DeepSeek-OCR GPU class to your Modal workspace"
+
+
+class RemoteOcr(Protocol):
+    def ocr(self, images: Sequence[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+        """OCR a batch of encoded page images; one dict per image, in order."""
+
+
+# --- page images ------------------------------------------------------------------------
+def encode_page(image: Image.Image, quality: int = JPEG_QUALITY, max_long_side: int = MAX_LONG_SIDE) -> bytes:
+    """Compact bytes for one page: JPEG, or PNG when that is smaller for a grey page."""
+    if max(image.size) > max_long_side:
+        scale = max_long_side / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=True)
+    data = out.getvalue()
+    if image.mode == "L" and len(data) > PNG_TRY_ABOVE_BYTES:
+        png = io.BytesIO()
+        image.save(png, "PNG", compress_level=6)
+        if png.tell() < len(data):
+            return png.getvalue()
+    return data
+
+
+def decode_page(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return img.copy()
+
+
+# --- errors ----------------------------------------------------------------------------
+def error_kind(exc: BaseException) -> str:
+    """'fatal' (the user must act), 'transient' (retry with backoff) or 'batch' (this batch failed)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    module = type(exc).__module__
+    if module.startswith("modal") and names & FATAL_ERRORS:
+        return "fatal"
+    if names & TRANSIENT_ERRORS or isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+        return "transient"
+    return "batch"
+
+
+def user_error(exc: BaseException, app_name: str, class_name: str) -> EngineError:
+    """An error message a user can act on, for a fatal Modal error."""
+    name = type(exc).__name__
+    if name == "AuthError":
+        return EngineError(f"Modal rejected or is missing your token: {SETUP_HINT}")
+    if name == "NotFoundError":
+        return EngineError(f"the Modal class {app_name}/{class_name} is not deployed in your workspace: {DEPLOY_HINT}")
+    if name == "PermissionDeniedError":
+        return EngineError(f"your Modal token may not use {app_name}/{class_name} ({exc}); check the workspace with `modal profile list`")
+    return EngineError(f"Modal error {name}: {exc}")
+
+
+# --- the real remote ---------------------------------------------------------------------
+def has_modal_credentials() -> bool:
+    """Whether a Modal token is configured (env, ~/.modal.toml profile), without the network."""
+    from modal.config import config
+
+    return bool((config.get("token_id") and config.get("token_secret")) or config.get("oauth_refresh_token"))
+
+
+def modal_api_host() -> tuple[str, int]:
+    from modal.config import config
+
+    url = str(config.get("server_url") or "https://api.modal.com").split(",")[0]
+    parsed = urlparse(url)
+    return parsed.hostname or "api.modal.com", parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def check_network(host: str, port: int, timeout: float = NETWORK_CHECK_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when the host cannot be reached. Modal's own
+    client retries for about a minute first. DNS lookups ignore socket timeouts, so
+    the whole check runs in a thread that is abandoned when time is up."""
+    failure: list[str] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as exc:
+            failure.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=probe, name="bookocr-netcheck", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        failure.append(f"no answer within {timeout:.0f} s")
+    if failure:
+        raise EngineError(
+            f"cannot reach Modal at {host}:{port} ({failure[0]}); check your network connection, "
+            "or run without a GPU: --engine local"
+        )
+
+
+class ModalRemote:
+    """The deployed class, looked up by name. :meth:`connect` fails fast and clearly."""
+
+    def __init__(self, app_name: str, class_name: str, gpu: str | None = None) -> None:
+        self.app_name = app_name
+        self.class_name = class_name
+        self.gpu = gpu
+        self._obj: Any = None
+
+    def connect(self, network_check: Callable[[str, int], None] = check_network) -> ModalRemote:
+        import modal
+
+        if not has_modal_credentials():
+            raise EngineError(f"no Modal token is configured: {SETUP_HINT}")
+        network_check(*modal_api_host())
+        cls = modal.Cls.from_name(self.app_name, self.class_name)
+        try:
+            cls.hydrate()  # the lookup: NotFoundError here, not after the first batch is rendered
+        except Exception as exc:
+            if error_kind(exc) == "fatal":
+                raise user_error(exc, self.app_name, self.class_name) from None
+            raise EngineError(f"cannot look up the Modal class {self.app_name}/{self.class_name}: {type(exc).__name__}: {exc}") from exc
+        if self.gpu:
+            cls = cls.with_options(gpu=self.gpu)
+        self._obj = cls()
+        return self
+
+    def ocr(self, images: Sequence[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._obj is None:
+            self.connect()
+        return self._obj.ocr.remote(list(images), options)
+
+
+__all__ = [
+    "RemoteOcr",
+    "ModalRemote",
+    "encode_page",
+    "decode_page",
+    "error_kind",
+    "user_error",
+    "check_network",
+    "has_modal_credentials",
+]

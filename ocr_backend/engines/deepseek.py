@@ -1,0 +1,403 @@
+"""Engine ``deepseek``: DeepSeek-OCR on the deployed Modal GPU class (``bookocr deploy``).
+
+The book streams through in batches with several batches in flight, so rendering
+(the runner's worker), JPEG encoding and upload (a feeder thread here) and GPU work
+(one or more containers) overlap. Every page is validated like olmOCR does: a page
+that stopped for any reason but "stop", looped, or came back empty is retried once
+with stronger anti-repeat settings, then OCRed by the local CPU engine and marked
+``fallback`` with the reason. No page is ever dropped and numbers never shift.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocr_backend import clean as cleaning
+from ocr_backend.deepseek_client import (
+    JPEG_QUALITY,
+    ModalRemote,
+    RemoteOcr,
+    check_network,
+    decode_page,
+    encode_page,
+    error_kind,
+    user_error,
+)
+from ocr_backend.deepseek_runner import DEFAULT_MODEL, FIRST_ATTEMPT, RETRY_ATTEMPT, VLLM_VERSION, DecodeSettings
+from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
+from ocr_backend.pricing import DEFAULT_GPU, page_cost
+
+APP_NAME = "bookocr"  # keep in step with ocr_backend.modal_app (not imported: that pulls in modal)
+CLASS_NAME = "DeepseekOcr"
+BATCH_SIZE = 32  # dozens of pages per vLLM call: continuous batching needs a full queue
+MIN_BATCH = 8  # while a GPU may be idle, send what is ready once there is this much
+CONTAINERS = 4
+BUFFER_BATCHES = 4  # encoded pages held ahead of the GPUs, in batches
+TRANSIENT_RETRIES = 3
+BACKOFF_S = 1.0
+
+
+@dataclass
+class _Job:
+    number: int
+    data: bytes  # the encoded page image, as uploaded
+
+
+@dataclass
+class _PageState:
+    """What the attempts on one page cost and why they failed."""
+
+    gpu_seconds: float = 0.0
+    upload_bytes: int = 0
+    reasons: list[str] = field(default_factory=list)
+    last_text: str | None = None
+
+
+def plan_batch_size(
+    buffered: int,
+    exhausted: bool,
+    in_flight: int,
+    containers: int,
+    batch_size: int = BATCH_SIZE,
+    min_batch: int = MIN_BATCH,
+    max_in_flight: int | None = None,
+) -> int:
+    """How many buffered pages to send now (0: wait).
+
+    Full batches while the book streams; smaller ones while a GPU may be idle; and
+    once the last page is in, what is left is split evenly over the containers in
+    ever smaller batches (down to ``min_batch``), so no GPU is left with a long
+    batch at the end.
+    """
+    limit = max_in_flight if max_in_flight is not None else 2 * containers
+    if buffered == 0 or in_flight >= limit:
+        return 0
+    if exhausted:  # no smaller than min_batch: each extra container may cost a cold start
+        return min(batch_size, buffered, max(min_batch, math.ceil(buffered / containers)))
+    if buffered >= batch_size:
+        return batch_size
+    if in_flight < containers and buffered >= min_batch:
+        return buffered
+    return 0
+
+
+class _Feeder:
+    """Pulls pages from the runner, encodes them and holds them for the dispatcher."""
+
+    def __init__(self, pages: Iterable[PageInput], encode: Callable[[PageInput], _Job | PageResult], wake: threading.Event, max_buffered: int) -> None:
+        self._pages = pages
+        self._encode = encode
+        self._wake = wake
+        self._max_buffered = max_buffered
+        self._room = threading.Condition()
+        self._ready: deque[_Job] = deque()
+        self._unusable: deque[PageResult] = deque()
+        self._stop = threading.Event()
+        self.exhausted = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bookocr-deepseek-feed", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._room:
+            self._room.notify_all()
+
+    def _run(self) -> None:
+        try:
+            for page in self._pages:
+                item = self._encode(page)
+                with self._room:
+                    (self._ready if isinstance(item, _Job) else self._unusable).append(item)
+                    self._wake.set()
+                    while len(self._ready) >= self._max_buffered and not self._stop.is_set():
+                        self._room.wait(0.5)
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # surfaced by the dispatcher
+            self.error = exc
+        finally:
+            self.exhausted = True
+            self._wake.set()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._ready)
+
+    def take(self, count: int) -> list[_Job]:
+        with self._room:
+            jobs = [self._ready.popleft() for _ in range(min(count, len(self._ready)))]
+            self._room.notify_all()
+        return jobs
+
+    def take_unusable(self) -> list[PageResult]:
+        with self._room:
+            results = list(self._unusable)
+            self._unusable.clear()
+        return results
+
+
+@dataclass
+class _BatchOutcome:
+    results: list[PageResult] = field(default_factory=list)
+    failed: list[tuple[_Job, _PageState]] = field(default_factory=list)  # for the CPU fallback
+
+
+def _submit(pool: ThreadPoolExecutor, wake: threading.Event, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    future = pool.submit(fn, *args)
+    future.add_done_callback(lambda _: wake.set())
+    return future
+
+
+class DeepseekEngine(OcrEngine):
+    name = "deepseek"
+    description = "DeepSeek-OCR on a deployed Modal GPU (math as LaTeX, tables as HTML); `bookocr deploy` first"
+    bills_gpu = True  # Modal bills the GPU time; a user's own GPU costs nothing unless priced
+
+    def __init__(
+        self,
+        remote: RemoteOcr | None = None,
+        fallback: OcrEngine | None = None,
+        *,
+        gpu: str | None = None,
+        gpu_price: float | None = None,
+        model: str | None = None,
+        figures_dir: str | Path | None = None,
+        batch_size: int = BATCH_SIZE,
+        min_batch: int = MIN_BATCH,
+        containers: int = CONTAINERS,
+        max_in_flight: int | None = None,
+        jpeg_quality: int = JPEG_QUALITY,
+        attempts: Sequence[DecodeSettings] = (FIRST_ATTEMPT, RETRY_ATTEMPT),
+        transient_retries: int = TRANSIENT_RETRIES,
+        backoff_s: float = BACKOFF_S,
+        network_check: Callable[[str, int], None] | None = None,
+        app_name: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **_: Any,
+    ) -> None:
+        self._remote = remote
+        self._fallback = fallback
+        self._fallback_lock = threading.Lock()
+        self.gpu = gpu
+        self.gpu_price = gpu_price
+        self.model = model or DEFAULT_MODEL
+        self.figures_dir = Path(figures_dir) if figures_dir else None
+        self.batch_size = max(1, batch_size)
+        self.min_batch = max(1, min(min_batch, self.batch_size))
+        self.containers = max(1, containers)
+        self.max_in_flight = max_in_flight or 2 * self.containers
+        self.jpeg_quality = jpeg_quality
+        self.attempts = list(attempts)
+        self.transient_retries = transient_retries
+        self.backoff_s = backoff_s
+        self.network_check = network_check or check_network
+        self.app_name = app_name or _default_app_name()
+        self.sleep = sleep
+
+    def version(self) -> str:
+        return f"{self.model}+vllm-{VLLM_VERSION}"
+
+    @property
+    def fallback(self) -> OcrEngine:
+        if self._fallback is None:
+            from ocr_backend.engines.local import LocalEngine
+
+            self._fallback = LocalEngine()
+        return self._fallback
+
+    def connect(self) -> RemoteOcr:
+        """The remote class; the first call checks token, network and deployment, fast."""
+        if self._remote is None:
+            self._remote = ModalRemote(self.app_name, CLASS_NAME, gpu=self.gpu).connect(self.network_check)
+        return self._remote
+
+    def recognize(self, page: PageInput) -> PageResult:
+        return next(iter(self.recognize_many([page])))
+
+    def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
+        remote = self.connect()
+        wake = threading.Event()
+        feeder = _Feeder(pages, self._encode, wake, max_buffered=BUFFER_BATCHES * self.batch_size)
+        gpu_pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="bookocr-deepseek")
+        # CPU fallbacks run apart, so a page that failed never holds a GPU batch slot
+        cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="bookocr-deepseek-fallback")
+        batches: set[Future[_BatchOutcome]] = set()
+        fallbacks: set[Future[PageResult]] = set()
+        feeder.start()
+        try:
+            while True:
+                wake.clear()
+                yield from feeder.take_unusable()
+                for future in [f for f in batches if f.done()]:
+                    batches.discard(future)
+                    outcome = future.result()
+                    yield from outcome.results
+                    for job, state in outcome.failed:
+                        fallbacks.add(_submit(cpu_pool, wake, self._fall_back, job, state))
+                for future in [f for f in fallbacks if f.done()]:
+                    fallbacks.discard(future)
+                    yield future.result()
+                if feeder.error is not None:
+                    raise feeder.error
+                size = plan_batch_size(feeder.buffered, feeder.exhausted, len(batches), self.containers, self.batch_size, self.min_batch, self.max_in_flight)
+                if size:
+                    batches.add(_submit(gpu_pool, wake, self._process_batch, remote, feeder.take(size)))
+                    continue
+                if feeder.exhausted and not (batches or fallbacks or feeder.buffered):
+                    yield from feeder.take_unusable()
+                    return
+                wake.wait(0.5)
+        finally:
+            feeder.stop()
+            gpu_pool.shutdown(wait=False, cancel_futures=True)
+            cpu_pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        if self._fallback is not None:
+            self._fallback.close()
+
+    # --- one page in, one batch out ---------------------------------------------------
+    def _encode(self, page: PageInput) -> _Job | PageResult:
+        if page.error:
+            return PageResult.failed(page, self, page.error)
+        if page.image is None:
+            return PageResult.failed(page, self, "no page image was rendered")
+        try:
+            data = encode_page(page.image, quality=self.jpeg_quality)
+        except Exception as exc:
+            return PageResult.failed(page, self, f"could not encode the page image: {type(exc).__name__}: {exc}")
+        # The runner keeps each PageInput until its result is recorded; dropping the
+        # pixels here keeps a book's worth of buffered pages to their JPEG size.
+        page.image = None
+        return _Job(page.number, data)
+
+    def _process_batch(self, remote: RemoteOcr, jobs: list[_Job]) -> _BatchOutcome:
+        states = {job.number: _PageState() for job in jobs}
+        outcome = _BatchOutcome()
+        todo = jobs
+        for attempt, settings in enumerate(self.attempts, start=1):
+            outputs, error = self._call(remote, [job.data for job in todo], settings)
+            if outputs is None:
+                for job in todo:
+                    states[job.number].reasons.append(f"the GPU call failed: {error}")
+                break
+            retry: list[_Job] = []
+            for job, output in zip(todo, outputs):
+                state = states[job.number]
+                state.gpu_seconds += float(output.get("gpu_seconds") or 0.0)
+                state.upload_bytes += len(job.data)
+                state.last_text = output.get("text") or ""
+                self.model = output.get("model") or self.model
+                page = cleaning.clean(state.last_text)
+                verdict = judge(output, page)
+                if verdict is None:
+                    outcome.results.append(self._accepted(job, output, page, state, attempt))
+                else:
+                    state.reasons.append(f"attempt {attempt}: {verdict}")
+                    retry.append(job)
+            todo = retry
+            if not todo:
+                break
+        outcome.failed.extend((job, states[job.number]) for job in todo)
+        return outcome
+
+    def _call(self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings) -> tuple[list[dict[str, Any]] | None, str]:
+        """The remote call with backoff on transient errors; fatal ones raise for the user."""
+        for retry in range(self.transient_retries + 1):
+            try:
+                outputs = remote.ocr(images, settings.as_dict())
+            except Exception as exc:
+                kind = error_kind(exc)
+                if kind == "fatal":
+                    raise user_error(exc, self.app_name, CLASS_NAME) from None
+                if kind == "transient" and retry < self.transient_retries:
+                    self.sleep(self.backoff_s * 2**retry)
+                    continue
+                return None, f"{type(exc).__name__}: {exc}"
+            if len(outputs) != len(images):
+                return None, f"{len(outputs)} results came back for {len(images)} pages"
+            return outputs, ""
+        return None, "unreachable"  # pragma: no cover - the loop always returns
+
+    def _accepted(self, job: _Job, output: dict[str, Any], page: cleaning.CleanPage, state: _PageState, attempt: int) -> PageResult:
+        if self.figures_dir is not None and any(b.box for b in page.figures):
+            page = cleaning.clean(state.last_text or "", decode_page(job.data), self.figures_dir, f"page_{job.number:04d}")
+        flags = page.flags + (["retried"] if attempt > 1 else [])
+        return PageResult(
+            number=job.number,
+            markdown=page.markdown,
+            status="ok",
+            engine=self.name,
+            engine_version=self.version(),
+            seconds=state.gpu_seconds,
+            flags=flags,
+            reason="; ".join(state.reasons),
+            raw=output.get("text") or "",
+            extra={
+                **self._cost(output, state),
+                "attempts": attempt,
+                "finish_reason": output.get("finish_reason"),
+                "prompt_tokens": output.get("prompt_tokens"),
+                "output_tokens": output.get("output_tokens"),
+                "figures": len(page.figures),
+                "malformed_boxes": page.malformed_boxes,
+            },
+        )
+
+    def _fall_back(self, job: _Job, state: _PageState) -> PageResult:
+        page = PageInput(number=job.number, image=decode_page(job.data))
+        with self._fallback_lock:  # the CPU engine runs one page at a time
+            result = self.fallback.safe_recognize(page)
+        why = "; ".join(state.reasons)
+        if result.status == "failed":
+            result.reason = f"DeepSeek failed ({why}) and so did the {result.engine} engine: {result.reason}"
+        else:
+            result.status = "fallback"
+            result.reason = f"DeepSeek failed ({why}); used the {result.engine} engine"
+        result.raw = state.last_text  # the failed DeepSeek output, kept for diagnosis
+        result.extra = {**result.extra, **self._cost({}, state), "attempts": len(state.reasons), "fallback_from": self.name}
+        return result
+
+    def _cost(self, output: dict[str, Any], state: _PageState) -> dict[str, Any]:
+        gpu = self.gpu or output.get("gpu") or DEFAULT_GPU
+        priced = self.bills_gpu or self.gpu_price is not None
+        return {
+            "gpu": gpu,
+            "gpu_seconds": round(state.gpu_seconds, 4),
+            "cost_usd": round(page_cost(state.gpu_seconds, gpu, self.gpu_price), 8) if priced else 0.0,
+            "upload_bytes": state.upload_bytes,
+        }
+
+
+def judge(output: dict[str, Any], page: cleaning.CleanPage) -> str | None:
+    """Why an attempt failed, or None when the page is good (olmOCR's rule: only a
+    clean "stop" counts, and the text must not end in a loop)."""
+    if output.get("error"):
+        return str(output["error"])
+    reason = output.get("finish_reason")
+    if reason != "stop":
+        return "it hit the token limit (finish_reason=length)" if reason == "length" else f"finish_reason={reason}"
+    if page.repetition:
+        return f"repetition loop: {page.repetition}"
+    if not page.markdown:
+        return "no text came back"
+    return None
+
+
+def _default_app_name() -> str:
+    return os.environ.get("BOOKOCR_MODAL_APP", APP_NAME)
+
+
+__all__ = ["DeepseekEngine", "plan_batch_size", "judge"]

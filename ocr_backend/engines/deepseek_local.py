@@ -1,0 +1,60 @@
+"""Engine ``deepseek-local``: the same DeepSeek-OCR runner in this process, on your own CUDA GPU.
+
+Needs Linux, an NVIDIA GPU with ~16 GB or more, and ``pip install vllm==0.16.0``.
+Everything else (batching, validation, retry, fallback, cleaning) is the
+``deepseek`` engine's; only the remote is replaced by the runner itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ocr_backend.deepseek_runner import DEFAULT_MODEL, VLLM_VERSION, DeepseekRunner, build_llm
+from ocr_backend.engines.deepseek import DeepseekEngine
+from ocr_backend.errors import EngineError
+
+LOCAL_BATCH_SIZE = 48  # one GPU: bigger batches keep vLLM's queue full between calls
+
+
+class RunnerRemote:
+    """A :class:`~ocr_backend.deepseek_client.RemoteOcr` that calls a runner directly."""
+
+    def __init__(self, runner: DeepseekRunner) -> None:
+        self.runner = runner
+
+    def ocr(self, images: Sequence[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.runner.run(images, options)
+
+
+def load_local_runner(model: str = DEFAULT_MODEL) -> DeepseekRunner:
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError:
+        raise EngineError(
+            f"deepseek-local needs vLLM on a CUDA machine: pip install vllm=={VLLM_VERSION}; "
+            "or run DeepSeek-OCR on Modal with --engine deepseek"
+        ) from None
+    if not torch.cuda.is_available():
+        raise EngineError("deepseek-local needs an NVIDIA GPU with CUDA, and none was found; use --engine deepseek (Modal) or --engine local (CPU)")
+    return DeepseekRunner(build_llm(model), model_id=model, gpu="local")
+
+
+class DeepseekLocalEngine(DeepseekEngine):
+    name = "deepseek-local"
+    description = "DeepSeek-OCR with vLLM on this machine's own CUDA GPU"
+    bills_gpu = False
+
+    def __init__(self, runner: DeepseekRunner | None = None, model: str | None = None, **options: Any) -> None:
+        options.setdefault("batch_size", LOCAL_BATCH_SIZE)
+        # one GPU and one vLLM engine, which is not thread-safe: one call at a time,
+        # while the feeder encodes the next batch
+        options.update(containers=1, max_in_flight=1)
+        super().__init__(model=model, **options)
+        self._runner = runner
+
+    def connect(self) -> RunnerRemote:
+        if self._remote is None:
+            self._remote = RunnerRemote(self._runner or load_local_runner(self.model))
+        return self._remote  # type: ignore[return-value]

@@ -1,0 +1,1076 @@
+"""Full-text search over the library: one SQLite FTS5 index per corpus, BM25 ranking.
+
+The index (``CORPUS/index.sqlite``) is derived data: every page's clean markdown, normalised by
+:mod:`server.normalize`, in a contentless FTS5 table, beside a ``pages`` table that keeps the
+page text (for snippets) and its terms (for proximity and exact deletes), both compressed.
+Pages are added as the runner writes them, so a book can be searched while its OCR runs;
+``reindex`` rebuilds everything from the ``.mmd`` files.
+
+A query runs as a ladder of ever looser match tiers, and every hit of a tier ranks above every
+hit of the next; a looser tier is only tried while the stricter ones found too few pages:
+
+  3  exact        every term (and quoted phrase) as typed, after normalisation
+  2  corrected    terms missing from the index vocabulary replaced by near spellings
+  1  fuzzy        every term also matched to near spellings (finds OCR errors like posteri0r)
+  0  partial      all terms but one
+
+Within a tier, pages are ordered by BM25 times a proximity factor that rewards the query's
+terms close together and in the typed order. ``score`` is ``tier + relevance`` with relevance
+in [0, 1), so scores fall down the list.
+
+Thread safety: one connection per thread (WAL mode, busy timeout), one writer per process at
+a time; any number of threads may search while a run writes pages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from ocr_backend.engines.base import PageResult
+from ocr_backend.errors import BookOcrError
+from server.corpus import DONE_STATUSES, Book, Corpus, PageRangeError, UnknownBookError
+from server.normalize import NORMALIZER_VERSION, normalize, terms, tokenize_fast
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.sqlite"
+INDEX_FORMAT = "bookocr-search/1"
+PAGE_BITS = 20  # rowid = book number << PAGE_BITS | page: a book's pages are one rowid range
+PAGE_MASK = (1 << PAGE_BITS) - 1
+MAX_LIMIT = 200
+MAX_QUERY_TERMS = 32
+RERANK_BLOCK = 100  # BM25 order is re-ranked by proximity in fixed blocks, so paging is stable
+MAX_EXPANSIONS = 8  # near spellings kept per query term
+MAX_PHRASE_VARIANTS = 16
+OCR_VARIANT_RARITY = 2  # an indexed term also matches near spellings on at most 1/2 as many pages
+COMMON_SHARE = 0.2  # a single term on more than this share of pages is not required by the match ...
+COMMON_MIN_PAGES = 2000  # ... in libraries this large (smaller ones are cheap to match exactly)
+SNIPPET_CHARS = 220
+SYNC_EVERY_S = 10.0  # how often a search checks the index against the books' manifests
+BUSY_TIMEOUT_MS = 15_000
+PROXIMITY_WEIGHT = 0.6  # weight of "all terms inside a short window"
+ORDER_WEIGHT = 0.6  # weight of "consecutive terms adjacent, in the typed order"
+TIER_NAMES = ("partial", "fuzzy", "corrected", "exact")
+
+STOPWORDS = frozenset(
+    """
+    about above after again against all am an and any are as at be because been before being below between both
+    but by can could did do does doing down during each few for from further had has have having he her here
+    hers him his how if in into is it its itself just me more most my no nor not now of off on once only or
+    other our ours out over own same she should so some such than that the their theirs them then there these
+    they this those through to too under until up very was we were what when where which while who whom why
+    will with would you your yours
+    """.split()
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS books(num INTEGER PRIMARY KEY, book TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS pages(
+    id INTEGER PRIMARY KEY,  -- book num << {PAGE_BITS} | page
+    label TEXT,
+    gen INTEGER NOT NULL,    -- write generation, lets readers pick up new vocabulary cheaply
+    text BLOB NOT NULL,      -- zlib: the page markdown, for snippets
+    norm BLOB NOT NULL       -- zlib: its normalised terms, for proximity and exact deletes
+);
+CREATE INDEX IF NOT EXISTS pages_gen ON pages(gen);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+    body, content='', detail=full, tokenize='unicode61 remove_diacritics 0'
+);
+"""
+
+
+class SearchIndexError(BookOcrError):
+    pass
+
+
+# --- results -----------------------------------------------------------------------------
+@dataclass
+class SearchHit:
+    book: str
+    page: int
+    label: str | None
+    score: float
+    snippet: str  # matched words marked with **…**
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResponse:
+    query: str
+    total: int
+    offset: int
+    limit: int
+    elapsed_ms: float
+    hits: list[SearchHit]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "elapsed_ms": self.elapsed_ms,
+            "hits": [hit.as_dict() for hit in self.hits],
+        }
+
+
+def search_library(
+    corpus: Corpus,
+    query: str,
+    *,
+    books: list[str] | None = None,
+    pages: tuple[int, int] | None = None,
+    limit: int = 10,
+    offset: int = 0,
+) -> SearchResponse:
+    """Search the library (the call both the CLI and the MCP server make)."""
+    return SearchIndex(corpus).search(query, books=books, pages=pages, limit=limit, offset=offset)
+
+
+# --- query parsing -----------------------------------------------------------------------
+@dataclass
+class QueryGroup:
+    """One unit every hit must contain: a term, or a quoted phrase (several terms)."""
+
+    terms: tuple[str, ...]
+    position: int  # where its first term stands among the query's terms (stopwords counted)
+    variants: list[tuple[str, ...]] = field(default_factory=list)  # accepted spellings, exact first
+    common: bool = False  # on so many pages that matching it costs much and tells little (x, 1, i)
+
+    def expression(self) -> str:
+        return " OR ".join(f'"{" ".join(v)}"' for v in self.variants)
+
+
+def parse_query(query: str) -> list[QueryGroup]:
+    """Terms and "quoted phrases" of a query; stopwords dropped outside quotes when other terms remain."""
+    pieces = query.split('"')
+    if len(pieces) % 2 == 0:  # an unclosed quote quotes nothing
+        pieces = [" ".join(pieces)]
+    groups: list[QueryGroup] = []
+    quoted: list[bool] = []
+    position = 0
+    for index, piece in enumerate(pieces):
+        found = terms(piece)
+        if index % 2 == 1 and found:
+            groups.append(QueryGroup(tuple(found), position))
+            quoted.append(True)
+        else:
+            groups.extend(QueryGroup((term,), position + i) for i, term in enumerate(found))
+            quoted.extend([False] * len(found))
+        position += len(found)
+    content = [g for g, q in zip(groups, quoted) if q or g.terms[0] not in STOPWORDS]
+    groups = content or groups
+    for group in groups:
+        group.variants = [group.terms]
+    return groups[:MAX_QUERY_TERMS]
+
+
+def max_edits(term: str) -> int:
+    """Edit distance allowed when matching a term to near spellings (none for numbers and short terms)."""
+    if len(term) < 4 or term.isdigit() or term in STOPWORDS:
+        return 0
+    return 1 if len(term) < 8 else 2
+
+
+# --- the vocabulary, for near spellings ----------------------------------------------------
+def _char_bit(char: str) -> int:
+    if "a" <= char <= "z":
+        return 1 << (ord(char) - 97)
+    if "0" <= char <= "9":
+        return 1 << 26
+    return 1 << (27 + ord(char) % 5)
+
+
+def _char_mask(term: str) -> int:
+    mask = 0
+    for char in set(term):
+        mask |= _char_bit(char)
+    return mask
+
+
+class Vocabulary:
+    """Every indexed term with its page count, kept in memory per process and index file.
+
+    Near spellings are found with rapidfuzz (OSA edit distance) after a vectorised filter on
+    length and letter sets: d edits change at most 2d bits of a term's letter mask.
+    """
+
+    def __init__(self, epoch: str, generation: int, doc_freq: dict[str, int], pages: int) -> None:
+        self.epoch = epoch
+        self.generation = generation
+        self.doc_freq = doc_freq
+        self.pages = pages
+        self._terms = list(doc_freq)
+        self._lengths = np.fromiter((len(t) for t in self._terms), dtype=np.int16, count=len(self._terms))
+        self._masks = np.fromiter((_char_mask(t) for t in self._terms), dtype=np.uint32, count=len(self._terms))
+        self._lock = threading.Lock()
+
+    def __contains__(self, term: str) -> bool:
+        return self.doc_freq.get(term, 0) > 0
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def add_pages(self, page_terms: Iterable[Iterable[str]], generation: int) -> None:
+        with self._lock:
+            new: list[str] = []
+            for found in page_terms:
+                self.pages += 1
+                for term in set(found):
+                    count = self.doc_freq.get(term, 0)
+                    if count == 0:
+                        new.append(term)
+                    self.doc_freq[term] = count + 1
+            if new:  # copy on write: a concurrent reader keeps the arrays it took
+                self._terms = self._terms + new
+                self._lengths = np.concatenate([self._lengths, np.fromiter((len(t) for t in new), np.int16, len(new))])
+                self._masks = np.concatenate([self._masks, np.fromiter((_char_mask(t) for t in new), np.uint32, len(new))])
+            self.generation = max(self.generation, generation)
+
+    def near(self, term: str) -> list[str]:
+        """Indexed terms within :func:`max_edits` of ``term``, closest and most common first."""
+        edits = max_edits(term)
+        if edits == 0:
+            return []
+        names, lengths, masks = self._terms, self._lengths, self._masks
+        n = min(len(names), len(lengths), len(masks))
+        close = (np.abs(lengths[:n] - len(term)) <= edits) & (_popcount(masks[:n] ^ _char_mask(term)) <= 2 * edits)
+        candidates = [names[i] for i in np.flatnonzero(close)]
+        found = process.extract(term, candidates, scorer=OSA.distance, score_cutoff=edits, limit=None)
+        ranked = sorted((dist, -self.doc_freq.get(name, 0), name) for name, dist, _ in found if name != term)
+        return [name for _, count, name in ranked if count < 0][:MAX_EXPANSIONS]
+
+
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(values)
+    return _BYTE_BITS[values.view(np.uint8)].reshape(-1, 4).sum(axis=1)
+
+
+# --- the index ---------------------------------------------------------------------------
+class _Shared:
+    """Per-process state of one index file, shared by every SearchIndex on it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = str(path.parent)
+        self.lock = threading.RLock()  # opening, validating and rebuilding
+        self.write_lock = threading.Lock()  # one writer per process; busy timeout across processes
+        self.local = threading.local()
+        self.ready_inode: int | None = None
+        self.vocabulary: Vocabulary | None = None
+        self.book_numbers: dict[str, int] = {}
+        self.last_sync = 0.0
+        self.manifests: dict[str, tuple[tuple[int, int], dict[int, str | None], set[int]]] = {}
+        self.notice: str | None = None
+
+
+_SHARED: dict[Path, _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_for(path: Path) -> _Shared:
+    shared = _SHARED.get(path)
+    if shared is None:
+        key = path.resolve()
+        with _SHARED_LOCK:
+            shared = _SHARED.setdefault(key, _SHARED.get(key) or _Shared(key))
+            _SHARED[path] = shared
+    return shared
+
+
+def _pack(text: str) -> bytes:
+    return zlib.compress(text.encode("utf-8"), 1)
+
+
+def _unpack(blob: bytes) -> str:
+    return zlib.decompress(blob).decode("utf-8")
+
+
+class SearchIndex:
+    """The library's search index: ``CORPUS/index.sqlite``."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self.path = corpus.root / INDEX_FILE
+        self._shared = _shared_for(self.path)
+
+    @property
+    def notice(self) -> str | None:
+        """The last message about the index file being rebuilt, if any."""
+        return self._shared.notice
+
+    # --- connections and validation ------------------------------------------------------
+    def _conn(self, rebuild: bool = True) -> sqlite3.Connection:
+        shared = self._shared
+        local = shared.local
+        inode = _inode(self.path)
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and inode is not None and local.inode == inode == shared.ready_inode:
+            return conn
+        if conn is not None:
+            conn.close()
+            local.conn = None
+        with shared.lock:
+            if inode is None or inode != shared.ready_inode:
+                self._open_or_rebuild(rebuild)
+            conn = _connect(self.path)
+            local.conn, local.inode = conn, shared.ready_inode
+        return conn
+
+    def _open_or_rebuild(self, rebuild: bool) -> None:
+        """Make the file a valid index of this version, rebuilding it when it is missing, foreign or corrupt."""
+        shared = self._shared
+        shared.vocabulary = None
+        shared.book_numbers = {}
+        self.corpus.root.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        if existed:
+            problem = _check_index_file(self.path)
+            if problem == "normalizer":
+                self._rebuild_after(f"search index {self.path} was made by another text normalisation", rebuild)
+                return
+            if problem:
+                moved = _move_aside(self.path)
+                self._rebuild_after(f"{self.path} is not a usable bookocr search index ({problem}); moved it to {moved.name}", rebuild)
+                return
+            shared.ready_inode = _inode(self.path)
+            return
+        with _connect(self.path) as conn:
+            _create_schema(conn)
+        shared.ready_inode = _inode(self.path)
+        if rebuild and self.corpus.book_ids():
+            self._rebuild_after(f"search index {self.path} was missing", rebuild)
+
+    def _rebuild_after(self, reason: str, rebuild: bool = True) -> None:
+        shared = self._shared
+        if not self.path.exists() or _check_index_file(self.path) not in (None, "normalizer"):
+            with _connect(self.path) as conn:
+                _create_schema(conn)
+        shared.ready_inode = _inode(self.path)
+        if not rebuild:
+            shared.notice = f"{reason}; starting a new index"
+            log.warning("bookocr: %s", shared.notice)
+            return
+        conn = _connect(self.path)
+        try:
+            count = self._rebuild_all(conn)
+        finally:
+            conn.close()
+        shared.notice = f"{reason}; rebuilt it from the .mmd files ({count} pages)"
+        log.log(logging.WARNING if count else logging.INFO, "bookocr: %s", shared.notice)
+
+    # --- writing ---------------------------------------------------------------------------
+    def add_page(self, book: str, page: int, markdown: str, label: str | None = None) -> None:
+        """Index (or re-index) one page; searchable as soon as this returns."""
+        self.add_pages([(book, page, markdown, label)])
+
+    def add_pages(self, pages: Iterable[tuple[str, int, str, str | None]]) -> int:
+        """Index many pages in one transaction (much faster than one by one)."""
+        return self._write(lambda conn: self._insert_pages(conn, pages))
+
+    def remove_page(self, book: str, page: int) -> None:
+        def remove(conn: sqlite3.Connection) -> int:
+            num = self._book_number(conn, book, create=False)
+            return 0 if num is None else self._delete_rows(conn, [num << PAGE_BITS | page])
+
+        self._write(remove)
+
+    def reindex(self, book: str | None = None) -> int:
+        """Rebuild from the ``.mmd`` files (one book, or the whole library); returns pages indexed."""
+        if book is not None:
+            source = self.corpus.book(book)  # raises UnknownBookError listing the books
+            return self._write(lambda conn: self._replace_book(conn, source))
+        self._conn(rebuild=False)  # a missing or broken file becomes an empty index first
+        return self._write(self._rebuild_all_locked)
+
+    def sync_book(self, book: Book | str) -> int:
+        """Bring one book's index in line with its manifest: add done pages missing, drop others. Returns pages changed."""
+        source = book if isinstance(book, Book) else self.corpus.book(book)
+        done = {n for n, meta in enumerate(source.pages, 1) if meta and meta.get("status") in DONE_STATUSES}
+        conn = self._conn()
+        num = self._book_number(conn, source.id, create=False)
+        indexed = set() if num is None else {rowid & PAGE_MASK for (rowid,) in conn.execute(
+            "SELECT id FROM pages WHERE id BETWEEN ? AND ?", (num << PAGE_BITS, (num << PAGE_BITS) | PAGE_MASK))}
+        missing, extra = sorted(done - indexed), sorted(indexed - done)
+        if not missing and not extra:
+            return 0
+
+        def fix(conn: sqlite3.Connection) -> int:
+            number = self._book_number(conn, source.id, create=True)
+            self._delete_rows(conn, [number << PAGE_BITS | n for n in extra])
+            return self._insert_pages(conn, _book_pages(source, missing)) + len(extra)
+
+        return self._write(fix)
+
+    def page_listener(self, book: Book, result: PageResult) -> None:
+        """A runner :data:`~server.runner.PageListener`: index each page as it lands."""
+        if result.status in DONE_STATUSES:
+            self.add_page(book.id, result.number, result.markdown, book.page_meta(result.number).get("label"))
+        else:
+            self.remove_page(book.id, result.number)
+
+    def _write(self, action: Any) -> int:
+        conn = self._conn()
+        with self._shared.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                count = action(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return count
+
+    def _next_generation(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        generation = int(row[0]) + 1 if row else 1
+        conn.execute("INSERT OR REPLACE INTO meta VALUES('generation', ?)", (str(generation),))
+        return generation
+
+    def _book_number(self, conn: sqlite3.Connection, book: str, create: bool) -> int | None:
+        numbers = self._shared.book_numbers
+        if book in numbers:
+            return numbers[book]
+        row = conn.execute("SELECT num FROM books WHERE book=?", (book,)).fetchone()
+        if row is None and create:
+            conn.execute("INSERT INTO books(book) VALUES(?)", (book,))
+            row = conn.execute("SELECT num FROM books WHERE book=?", (book,)).fetchone()
+        if row is None:
+            return None
+        numbers[book] = int(row[0])
+        return numbers[book]
+
+    def _insert_pages(self, conn: sqlite3.Connection, pages: Iterable[tuple[str, int, str, str | None]]) -> int:
+        generation = self._next_generation(conn)
+        fts_rows: list[tuple[int, str]] = []
+        page_rows: list[tuple[int, str | None, int, bytes, bytes]] = []
+        for book, page, markdown, label in pages:
+            if not isinstance(page, int) or not 1 <= page <= PAGE_MASK:
+                raise PageRangeError(f"page {page!r} cannot be indexed: pages are numbered 1-{PAGE_MASK}")
+            num = self._book_number(conn, book, create=True)
+            assert num is not None
+            rowid = num << PAGE_BITS | page
+            body = normalize(markdown)
+            fts_rows.append((rowid, body))
+            page_rows.append((rowid, label, generation, _pack(markdown), _pack(body)))
+        self._delete_rows(conn, [row[0] for row in page_rows])
+        conn.executemany("INSERT INTO fts(rowid, body) VALUES(?, ?)", fts_rows)
+        conn.executemany("INSERT INTO pages(id, label, gen, text, norm) VALUES(?, ?, ?, ?, ?)", page_rows)
+        return len(page_rows)
+
+    def _delete_rows(self, conn: sqlite3.Connection, rowids: list[int]) -> int:
+        """Delete pages; a contentless FTS5 row is deleted by handing back exactly the terms it was given."""
+        deleted = 0
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            old = conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", chunk).fetchall()
+            conn.executemany("INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", [(i, _unpack(n)) for i, n in old])
+            conn.execute(f"DELETE FROM pages WHERE id IN ({marks})", chunk)
+            deleted += len(old)
+        return deleted
+
+    def _replace_book(self, conn: sqlite3.Connection, book: Book) -> int:
+        num = self._book_number(conn, book.id, create=True)
+        assert num is not None
+        rowids = [r for (r,) in conn.execute("SELECT id FROM pages WHERE id BETWEEN ? AND ?", (num << PAGE_BITS, num << PAGE_BITS | PAGE_MASK))]
+        self._delete_rows(conn, rowids)
+        done = [n for n, meta in enumerate(book.pages, 1) if meta and meta.get("status") in DONE_STATUSES]
+        return self._insert_pages(conn, _book_pages(book, done))
+
+    def _rebuild_all_locked(self, conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO fts(fts) VALUES('delete-all')")
+        conn.execute("DELETE FROM pages")
+        conn.execute("DELETE FROM books")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES('epoch', ?)", (uuid.uuid4().hex,))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES('normalizer', ?)", (str(NORMALIZER_VERSION),))
+        self._shared.book_numbers = {}
+        self._shared.vocabulary = None
+        count = 0
+        for book_id in self.corpus.book_ids():
+            try:
+                book = self.corpus.book(book_id)
+            except BookOcrError as exc:
+                log.warning("bookocr: not indexing %s: %s", book_id, exc)
+                continue
+            count += self._replace_book(conn, book)
+        return count
+
+    def _rebuild_all(self, conn: sqlite3.Connection) -> int:
+        with self._shared.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                count = self._rebuild_all_locked(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return count
+
+    # --- reading ---------------------------------------------------------------------------
+    def book_ids(self) -> list[str]:
+        return [b for (b,) in self._conn().execute("SELECT book FROM books ORDER BY book")]
+
+    def page_count(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM pages").fetchone()[0])
+
+    def vocabulary(self) -> Vocabulary:
+        """The in-memory vocabulary, brought up to date with pages written since it was read."""
+        conn = self._conn()
+        shared = self._shared
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('epoch', 'generation')").fetchall())
+        epoch, generation = meta.get("epoch", ""), int(meta.get("generation", 0))
+        vocab = shared.vocabulary
+        if vocab is None or vocab.epoch != epoch:
+            conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, fts, 'row')")
+            pages = int(conn.execute("SELECT count(*) FROM pages").fetchone()[0])
+            vocab = Vocabulary(epoch, generation, dict(conn.execute("SELECT term, doc FROM temp.vocab")), pages)
+            shared.vocabulary = vocab
+        elif vocab.generation < generation:
+            rows = conn.execute("SELECT norm FROM pages WHERE gen > ?", (vocab.generation,)).fetchall()
+            vocab.add_pages((_unpack(norm).split() for (norm,) in rows), generation)
+        return vocab
+
+    def search(
+        self,
+        query: str,
+        *,
+        books: list[str] | None = None,
+        pages: tuple[int, int] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> SearchResponse:
+        started = time.perf_counter()
+        limit, offset = _check_paging(limit, offset)
+        if not self.corpus.root.is_dir():
+            _check_books(books, [])
+            return SearchResponse(query, 0, offset, limit, _ms(started), [])
+        try:
+            return self._search(query, books, pages, limit, offset, started)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_corruption(exc):
+                raise SearchIndexError(f"the search index {self.path} cannot be read ({exc}); try again, or run `bookocr reindex`") from exc
+            with self._shared.lock:
+                moved = _move_aside(self.path)
+                self._shared.ready_inode = None
+                self._rebuild_after(f"{self.path} is corrupt ({exc}); moved it to {moved.name}")
+            return self._search(query, books, pages, limit, offset, started)
+
+    def _search(self, query: str, books: list[str] | None, pages: tuple[int, int] | None, limit: int, offset: int, started: float) -> SearchResponse:
+        conn = self._conn()
+        self._sync_stale_books()
+        book_nums = self._book_filter(conn, books)
+        where, params = _filter_sql(book_nums, pages)
+        groups = parse_query(query)
+        if not groups or book_nums == []:
+            return SearchResponse(query, 0, offset, limit, _ms(started), [])
+        plan = _TierPlan(groups, self.vocabulary())
+        needed = offset + limit
+        ranked: list[tuple[float, int]] = []  # (score, rowid) for the hits of this page of results
+        total = 0
+        previous: str | None = None
+        for tier, expression in plan.tiers(lambda: total < needed):
+            match = expression if previous is None else f"({expression}) NOT ({previous})"
+            tier_rows = self._rank_tier(conn, match, where, params, groups, tier, max(0, offset - total), needed - total)
+            size = tier_rows.size
+            ranked.extend(tier_rows.hits)
+            total += size
+            previous = expression
+        hits = self._hits(conn, ranked[:limit], groups)
+        return SearchResponse(query, total, offset, limit, _ms(started), hits)
+
+    def _rank_tier(self, conn: sqlite3.Connection, match: str, where: str, params: list[Any], groups: list[QueryGroup], tier: int, start: int, stop: int) -> _TierRows:
+        """The tier's size and its hits ranked start..stop (BM25 re-ranked by proximity in fixed blocks)."""
+        hits: list[tuple[float, int]] = []
+        size: int | None = None
+        if stop > 0:
+            first_block = start // RERANK_BLOCK
+            last_block = (stop - 1) // RERANK_BLOCK
+            for block in range(first_block, last_block + 1):
+                rows = conn.execute(
+                    f"SELECT rowid, bm25(fts) FROM fts WHERE fts MATCH ?{where} ORDER BY rank LIMIT ? OFFSET ?",
+                    [match, *params, RERANK_BLOCK, block * RERANK_BLOCK],
+                ).fetchall()
+                if len(rows) < RERANK_BLOCK:
+                    size = block * RERANK_BLOCK + len(rows)
+                reranked = self._rerank(conn, rows, groups, tier)
+                lo = max(start - block * RERANK_BLOCK, 0)
+                hi = min(stop - block * RERANK_BLOCK, len(reranked))
+                hits.extend(reranked[lo:hi])
+                if size is not None:
+                    break
+        if size is None:
+            size = int(conn.execute(f"SELECT count(*) FROM fts WHERE fts MATCH ?{where}", [match, *params]).fetchone()[0])
+        return _TierRows(size, hits)
+
+    def _rerank(self, conn: sqlite3.Connection, rows: list[tuple[int, float]], groups: list[QueryGroup], tier: int) -> list[tuple[float, int]]:
+        if not rows:
+            return []
+        factors: dict[int, float] = {}
+        if len(groups) > 1:
+            marks = ",".join("?" * len(rows))
+            for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows]):
+                factors[rowid] = proximity_factor(_unpack(norm).split(), groups)
+        scored = [(-bm25 * factors.get(rowid, 1.0), rowid) for rowid, bm25 in rows]
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        return [(tier + relevance / (1.0 + relevance), rowid) for relevance, rowid in scored]
+
+    def _hits(self, conn: sqlite3.Connection, ranked: list[tuple[float, int]], groups: list[QueryGroup]) -> list[SearchHit]:
+        if not ranked:
+            return []
+        marks = ",".join("?" * len(ranked))
+        stored = {r: (label, text) for r, label, text in conn.execute(f"SELECT id, label, text FROM pages WHERE id IN ({marks})", [r for _, r in ranked])}
+        names = {num: book for book, num in self._all_book_numbers(conn).items()}
+        hits = []
+        for score, rowid in ranked:
+            if rowid not in stored:  # deleted between ranking and reading
+                continue
+            label, blob = stored[rowid]
+            book, page = names.get(rowid >> PAGE_BITS, "?"), rowid & PAGE_MASK
+            label = self._manifest_label(book, page, label)
+            hits.append(SearchHit(book, page, label, round(score, 4), make_snippet(_unpack(blob), groups)))
+        return hits
+
+    def _all_book_numbers(self, conn: sqlite3.Connection) -> dict[str, int]:
+        numbers = dict(conn.execute("SELECT book, num FROM books").fetchall())
+        self._shared.book_numbers.update(numbers)
+        return numbers
+
+    def _book_filter(self, conn: sqlite3.Connection, books: list[str] | None) -> list[int] | None:
+        if not books:
+            return None
+        numbers = self._all_book_numbers(conn)
+        _check_books(books, sorted(set(numbers) | set(self.corpus.book_ids())))
+        return sorted({numbers[b] for b in books if b in numbers})
+
+    # --- keeping the index in line with the corpus ---------------------------------------------
+    def _manifest(self, book: str) -> tuple[dict[int, str | None], set[int]] | None:
+        """A book's page labels and done pages from its manifest, cached until the file changes."""
+        path = os.path.join(self._shared.root, book, "manifest.json")
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = self._shared.manifests.get(book)
+        if cached and cached[0] == key:
+            return cached[1], cached[2]
+        try:
+            with open(path, encoding="utf-8") as fh:
+                pages = json.load(fh)["pages"]
+        except (OSError, ValueError, KeyError):
+            return None
+        labels = {n: meta.get("label") for n, meta in enumerate(pages, 1) if meta and meta.get("label")}
+        done = {n for n, meta in enumerate(pages, 1) if meta and meta.get("status") in DONE_STATUSES}
+        self._shared.manifests[book] = (key, labels, done)
+        return labels, done
+
+    def _manifest_label(self, book: str, page: int, indexed: str | None) -> str | None:
+        found = self._manifest(book)
+        if found is None:
+            return indexed
+        return found[0].get(page, indexed)
+
+    def _sync_stale_books(self) -> None:
+        """Now and then, index books whose manifest lists done pages the index lacks (made before indexing, or a failed run)."""
+        shared = self._shared
+        if time.monotonic() - shared.last_sync < SYNC_EVERY_S:
+            return
+        shared.last_sync = time.monotonic()
+        conn = self._conn()
+        counts = dict(conn.execute("SELECT id >> ?, count(*) FROM pages GROUP BY id >> ?", (PAGE_BITS, PAGE_BITS)).fetchall())
+        numbers = self._all_book_numbers(conn)
+        for book_id in self.corpus.book_ids():
+            found = self._manifest(book_id)
+            if found is None or len(found[1]) == counts.get(numbers.get(book_id, -1), 0) or self.corpus.is_locked(book_id):
+                continue
+            try:
+                self.sync_book(book_id)
+            except (BookOcrError, sqlite3.Error) as exc:
+                log.warning("bookocr: could not bring %s into the search index: %s", book_id, exc)
+
+
+@dataclass
+class _TierRows:
+    size: int
+    hits: list[tuple[float, int]]
+
+
+class _TierPlan:
+    """The query's match tiers, strictest first, each a superset of the one before."""
+
+    def __init__(self, groups: list[QueryGroup], vocab: Vocabulary) -> None:
+        self.groups = groups
+        self.vocab = vocab
+        self._near: dict[str, list[str]] = {}
+        if vocab.pages >= COMMON_MIN_PAGES:
+            for group in groups:
+                group.common = len(group.terms) == 1 and vocab.doc_freq.get(group.terms[0], 0) > COMMON_SHARE * vocab.pages
+
+    def tiers(self, wanted: Callable[[], bool]) -> Iterator[tuple[int, str]]:
+        """(tier, FTS5 expression) pairs; ``wanted()`` says whether more hits are still needed."""
+        groups, vocab = self.groups, self.vocab
+        unknown = {t for g in groups for t in g.terms if t not in vocab}
+        previous = ""
+        if not unknown:
+            previous = _and(groups)
+            yield 3, previous
+        if unknown and wanted():
+            self._expand(lambda t: t in unknown)
+            expression = _and(groups)
+            if expression and expression != previous:
+                previous = expression
+                yield 2, expression
+        if wanted():
+            self._expand(lambda t: True)
+            expression = _and(groups)
+            if expression and expression != previous:
+                previous = expression
+                yield 1, expression
+        if wanted():
+            expression = _all_but_one(groups)
+            if expression and expression != previous:
+                yield 0, expression
+
+    def _expand(self, expand: Callable[[str], bool]) -> None:
+        for group in self.groups:
+            options = [self._spellings(term, expand(term)) for term in group.terms]
+            while _product_size(options) > MAX_PHRASE_VARIANTS:
+                max(options, key=len).pop()
+            group.variants = list(itertools.product(*options))
+
+    def _spellings(self, term: str, expand: bool) -> list[str]:
+        """The term itself when indexed, then (when expanding) its near spellings, best first.
+
+        An indexed term is only widened to spellings much rarer than itself: those look like
+        OCR errors of it (posteri0r), while a spelling as common is another word (word4 vs word5).
+        """
+        if term not in self.vocab:
+            if expand and term not in self._near:
+                self._near[term] = self.vocab.near(term)
+            return self._near.get(term, []) if expand else []
+        if not expand:
+            return [term]
+        if term not in self._near:
+            ceiling = self.vocab.doc_freq.get(term, 0) // OCR_VARIANT_RARITY
+            self._near[term] = [v for v in self.vocab.near(term) if self.vocab.doc_freq.get(v, 0) <= ceiling]
+        return [term] + self._near[term]
+
+
+def _product_size(options: list[list[str]]) -> int:
+    size = 1
+    for option in options:
+        size *= len(option)
+    return size
+
+
+def _matched(groups: list[QueryGroup]) -> list[QueryGroup]:
+    """The groups the FTS5 expression requires: common single terms are left to the proximity re-rank,
+    unless nothing else is left (then the rarest two)."""
+    rare = [g for g in groups if not g.common]
+    return rare or sorted(groups, key=lambda g: len(g.variants) == 0)[:2]
+
+
+def _and(groups: list[QueryGroup]) -> str:
+    required = _matched(groups)
+    if any(not g.variants for g in required):
+        return ""
+    return " AND ".join(f"({g.expression()})" for g in required)
+
+
+def _all_but_one(groups: list[QueryGroup]) -> str:
+    required = _matched(groups)
+    if len(required) < 2:
+        return ""
+    options = []
+    for skip in range(len(required)):
+        expression = _and([g for i, g in enumerate(required) if i != skip])
+        if expression:
+            options.append(f"({expression})")
+    return " OR ".join(options)
+
+
+# --- proximity and snippets --------------------------------------------------------------------
+def _group_positions(tokens: list[str], groups: list[QueryGroup]) -> list[list[int]]:
+    wanted = {t for g in groups for v in g.variants for t in v}
+    where: dict[str, list[int]] = {}
+    for i, token in enumerate(tokens):
+        if token in wanted:
+            where.setdefault(token, []).append(i)
+    positions = []
+    for group in groups:
+        found: set[int] = set()
+        for variant in group.variants:
+            for start in where.get(variant[0], ()):
+                if all(start + k < len(tokens) and tokens[start + k] == t for k, t in enumerate(variant[1:], 1)):
+                    found.add(start)
+        positions.append(sorted(found))
+    return positions
+
+
+def proximity_factor(tokens: list[str], groups: list[QueryGroup]) -> float:
+    """1 to 1 + PROXIMITY_WEIGHT + ORDER_WEIGHT: more when the terms sit close, in the typed order."""
+    positions = _group_positions(tokens, groups)
+    present = [i for i, p in enumerate(positions) if p]
+    if len(present) < 2:
+        return 1.0
+    span_wanted = groups[-1].position + len(groups[-1].terms) - groups[0].position
+    window = _smallest_window([(p, i) for i in present for p in positions[i]], len(present))
+    closeness = min(1.0, span_wanted / window) * len(present) / len(groups)
+    in_order = 0
+    for i in range(len(groups) - 1):
+        gap = groups[i + 1].position - groups[i].position
+        after = set(positions[i + 1])
+        if any(p + gap in after or p + gap + 1 in after for p in positions[i]):
+            in_order += 1
+    return 1.0 + PROXIMITY_WEIGHT * closeness + ORDER_WEIGHT * in_order / (len(groups) - 1)
+
+
+def _smallest_window(marks: list[tuple[int, int]], kinds: int) -> int:
+    """Length of the shortest run of positions holding every kind at least once."""
+    marks.sort()
+    counts: dict[int, int] = {}
+    best = marks[-1][0] - marks[0][0] + 1
+    left = 0
+    for right, (pos, kind) in enumerate(marks):
+        counts[kind] = counts.get(kind, 0) + 1
+        while len(counts) == kinds:
+            best = min(best, pos - marks[left][0] + 1)
+            left_kind = marks[left][1]
+            counts[left_kind] -= 1
+            if counts[left_kind] == 0:
+                del counts[left_kind]
+            left += 1
+    return best
+
+
+def make_snippet(text: str, groups: list[QueryGroup], width: int = SNIPPET_CHARS) -> str:
+    """The part of the page around its best match, matched words marked with **…**."""
+    tokens = tokenize_fast(text)
+    group_of: dict[str, set[int]] = {}
+    for index, group in enumerate(groups):
+        for variant in group.variants:
+            for term in variant:
+                group_of.setdefault(term, set()).add(index)
+    matched = [t for t in tokens if t.term in group_of]
+    if not matched:
+        return _clean(text[:width]) + ("…" if len(text) > width else "")
+    lo, hi = _best_span(matched, group_of, width)
+    pad = max(0, width - (hi - lo)) // 2
+    start = _cut_left(text, max(0, lo - pad))
+    end = _cut_right(text, min(len(text), hi + pad + max(0, pad - lo)))
+    marked: list[tuple[int, int]] = []  # runs of matched terms with no other term between them
+    follows_match = False
+    for token in tokens:
+        if token.start < start or token.end > end:
+            continue
+        if token.term not in group_of:
+            follows_match = False
+        elif follows_match:
+            marked[-1] = (marked[-1][0], max(marked[-1][1], token.end))
+        else:
+            marked.append((token.start, token.end))
+            follows_match = True
+    parts, cursor = [], start
+    for a, b in marked:
+        parts.append(_clean(text[cursor:a]))
+        parts.append(f"**{_clean(text[a:b])}**")
+        cursor = b
+    parts.append(_clean(text[cursor:end]))
+    body = "".join(parts).strip()
+    return ("…" if start > 0 else "") + body + ("…" if end < len(text) else "")
+
+
+def _best_span(matched: list[Any], group_of: dict[str, set[int]], width: int) -> tuple[int, int]:
+    """The character span, at most ``width`` long, covering the most query groups (then the shortest)."""
+    best = (0, 0, matched[0].start, matched[0].end)
+    for i, first in enumerate(matched[:400]):
+        seen: set[int] = set()
+        for token in matched[i:]:
+            if token.end - first.start > width:
+                break
+            seen |= group_of[token.term]
+            key = (len(seen), -(token.end - first.start), first.start, token.end)
+            if key[:2] > best[:2]:
+                best = key
+    return best[2], best[3]
+
+
+def _cut_left(text: str, at: int) -> int:
+    space = text.rfind(" ", max(0, at - 20), at + 1)
+    return space + 1 if space > 0 else at
+
+
+def _cut_right(text: str, at: int) -> int:
+    space = text.find(" ", at, at + 20)
+    return space if space != -1 else at
+
+
+def _clean(piece: str) -> str:
+    """Whitespace runs to one space (ends kept), and no stray ** from the page's own markdown."""
+    collapsed = " ".join(piece.replace("**", "").split())
+    if not collapsed:
+        return " " if piece else ""
+    return (" " if piece[0].isspace() else "") + collapsed + (" " if piece[-1].isspace() else "")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-16000")
+    conn.execute("PRAGMA mmap_size=268435456")
+    return conn
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    conn.executemany(
+        "INSERT OR IGNORE INTO meta VALUES(?, ?)",
+        [("format", INDEX_FORMAT), ("normalizer", str(NORMALIZER_VERSION)), ("generation", "0"), ("epoch", uuid.uuid4().hex)],
+    )
+
+
+def _check_index_file(path: Path) -> str | None:
+    """None if the file is a current index; 'normalizer' if only its normalisation is older; else what is wrong."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            conn.execute("SELECT count(*) FROM books").fetchone()
+            conn.execute("SELECT id FROM pages LIMIT 1").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise SearchIndexError(f"the search index {path} is locked by another process; try again") from exc
+        return f"not a bookocr index: {exc}"
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    if meta.get("format") != INDEX_FORMAT:
+        return f"format {meta.get('format')!r}, expected {INDEX_FORMAT!r}"
+    if meta.get("normalizer") != str(NORMALIZER_VERSION):
+        return "normalizer"
+    return None
+
+
+def _move_aside(path: Path) -> Path:
+    target = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    if path.exists():
+        os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            extra.unlink()
+    return target
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    message = str(exc).lower()
+    return any(word in message for word in ("malformed", "not a database", "corrupt", "no such table"))
+
+
+def _book_pages(book: Book, numbers: Iterable[int]) -> Iterator[tuple[str, int, str, str | None]]:
+    for number in numbers:
+        view = book.read_page(number)
+        if view.status in DONE_STATUSES:
+            yield book.id, number, view.markdown, view.label
+
+
+def _check_paging(limit: int, offset: int) -> tuple[int, int]:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise BookOcrError(f"limit {limit!r} is out of range: use 1-{MAX_LIMIT}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise BookOcrError(f"offset {offset!r} is out of range: use 0 or more")
+    return limit, offset
+
+
+def _check_books(books: list[str] | None, known: list[str]) -> None:
+    unknown = [b for b in books or [] if b not in known]
+    if unknown:
+        listed = ", ".join(known) or "none yet; run `bookocr ocr FILE` first"
+        raise UnknownBookError(f"no book {', '.join(map(repr, unknown))} in the library; books: {listed}")
+
+
+def _filter_sql(book_nums: list[int] | None, pages: tuple[int, int] | None) -> tuple[str, list[Any]]:
+    lo, hi = 1, PAGE_MASK
+    if pages is not None:
+        lo, hi = pages
+        if not (isinstance(lo, int) and isinstance(hi, int)) or not 1 <= lo <= hi:
+            raise PageRangeError(f"page range {pages!r} is invalid: use (first, last) with 1 <= first <= last")
+        hi = min(hi, PAGE_MASK)
+    if not book_nums:
+        return ("", []) if pages is None else (" AND (rowid & ?) BETWEEN ? AND ?", [PAGE_MASK, lo, hi])
+    ranges = [(num << PAGE_BITS | lo, num << PAGE_BITS | hi) for num in book_nums]
+    if len(ranges) == 1:
+        return " AND rowid >= ? AND rowid <= ?", list(ranges[0])
+    return " AND (" + " OR ".join("rowid BETWEEN ? AND ?" for _ in ranges) + ")", [x for r in ranges for x in r]
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def index_listener(corpus: Corpus) -> Callable[[Book, PageResult], None]:
+    """A runner page listener that indexes pages as they land and never stops the run.
+
+    If indexing fails (disk full, a locked index), the run goes on; the next search or run
+    brings the book's pages into the index from its files.
+    """
+    index = SearchIndex(corpus)
+    failed = threading.Event()
+
+    def listen(book: Book, result: PageResult) -> None:
+        if failed.is_set():
+            return
+        try:
+            index.page_listener(book, result)
+        except Exception as exc:  # the OCR run matters more than its index
+            failed.set()
+            log.warning("bookocr: search indexing stopped for %s (%s); run `bookocr reindex %s` later", book.id, exc, book.id)
+
+    return listen
+
+
+def sync_book_quietly(corpus: Corpus, book: Book) -> None:
+    """Bring a book's index in line with its manifest before a run; problems are logged, not raised."""
+    try:
+        SearchIndex(corpus).sync_book(book)
+    except Exception as exc:
+        log.warning("bookocr: could not update the search index for %s: %s", book.id, exc)
+
+
+__all__ = ["SearchHit", "SearchResponse", "SearchIndex", "SearchIndexError", "search_library", "parse_query", "index_listener"]

@@ -1,0 +1,199 @@
+"""The ``deepseek`` client engine against a local stand-in for the deployed class."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import modal.exception
+import pytest
+
+from ocr_backend.engines.base import PageInput, PageResult
+from ocr_backend.engines.deepseek import DeepseekEngine, plan_batch_size
+from ocr_backend.engines.deepseek_local import DeepseekLocalEngine
+from ocr_backend.errors import EngineError
+from ocr_backend.pricing import PRICE_PER_SECOND
+from server.corpus import Corpus
+from server.runner import RunOptions, ocr_book
+from tests.deepseek_fakes import LocalClass, StubFallback, fake_runner, good_raw, marked_pdf, page_image, raw_loop, respond_good
+
+
+def pages(count: int, delay: float = 0.0, start: int = 1) -> Any:
+    for number in range(start, start + count):
+        if delay:
+            time.sleep(delay)
+        yield PageInput(number=number, image=page_image(number))
+
+
+def engine_for(remote: Any, **options: Any) -> tuple[DeepseekEngine, StubFallback]:
+    fallback = StubFallback()
+    options.setdefault("sleep", lambda _: None)
+    return DeepseekEngine(remote=remote, fallback=fallback, **options), fallback
+
+
+def by_number(results: list[PageResult]) -> dict[int, PageResult]:
+    found = {r.number: r for r in results}
+    assert len(found) == len(results), "a page came back twice"
+    return found
+
+
+def test_streams_a_book_in_batches_and_records_cost() -> None:
+    remote = LocalClass()
+    engine, fallback = engine_for(remote, batch_size=8, min_batch=4, containers=2)
+    results = by_number(list(engine.recognize_many(pages(40))))
+    assert sorted(results) == list(range(1, 41))
+    assert sum(n for n, _ in remote.calls) == 40 and len(remote.calls) >= 5
+    assert max(n for n, _ in remote.calls) == 8 and min(n for n, _ in remote.calls) >= 1
+    page = results[17]
+    assert page.status == "ok" and page.engine == "deepseek" and not fallback.pages
+    assert page.markdown == "Page 17 says \\(x_17 = 17\\).\n\n\\[ y = 17 x \\]"
+    assert page.raw == good_raw(17)  # raw kept, tags and EOS included, for reclean
+    extra = page.extra
+    assert extra["gpu"] == "A100" and extra["attempts"] == 1 and extra["finish_reason"] == "stop"
+    assert extra["gpu_seconds"] > 0 and extra["cost_usd"] == pytest.approx(extra["gpu_seconds"] * PRICE_PER_SECOND["A100"], rel=1e-3)
+    assert extra["upload_bytes"] > 0 and extra["prompt_tokens"] == 900
+
+
+def test_several_batches_are_in_flight_at_once() -> None:
+    class SlowClass(LocalClass):
+        def __init__(self) -> None:
+            super().__init__()
+            self.active = self.peak = 0
+
+        def ocr(self, images: list[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            time.sleep(0.05)
+            self.active -= 1
+            return super().ocr(images, options)
+
+    remote = SlowClass()
+    engine, _ = engine_for(remote, batch_size=4, min_batch=4, containers=3)
+    assert len(list(engine.recognize_many(pages(36)))) == 36
+    assert remote.peak >= 3
+
+
+def test_the_last_pages_are_spread_over_the_containers() -> None:
+    assert plan_batch_size(buffered=100, exhausted=False, in_flight=2, containers=4, batch_size=32) == 32
+    assert plan_batch_size(buffered=10, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=8) == 10
+    assert plan_batch_size(buffered=5, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=8) == 0
+    assert plan_batch_size(buffered=10, exhausted=False, in_flight=4, containers=4, batch_size=32) == 0
+    assert plan_batch_size(buffered=40, exhausted=True, in_flight=4, containers=4, batch_size=32) == 10
+    assert plan_batch_size(buffered=20, exhausted=True, in_flight=4, containers=4, batch_size=32, min_batch=8) == 8
+    assert plan_batch_size(buffered=5, exhausted=True, in_flight=0, containers=4, min_batch=8) == 5  # a short book: one call
+    assert plan_batch_size(buffered=50, exhausted=True, in_flight=8, containers=4) == 0  # all slots busy
+
+
+def test_a_looping_page_is_retried_with_stronger_settings() -> None:
+    def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
+        if number == 3 and extra["ngram_size"] == 30:
+            return raw_loop(), "length"
+        return respond_good(number, extra)
+
+    remote = LocalClass(respond)
+    engine, fallback = engine_for(remote, batch_size=5)
+    results = by_number(list(engine.recognize_many(pages(5))))
+    page = results[3]
+    assert page.status == "ok" and "retried" in page.flags and page.extra["attempts"] == 2
+    assert "token limit" in page.reason
+    # one batch of 5, then only the failed page again, with a larger n-gram and window
+    assert [(n, o["ngram_size"], o["window_size"]) for n, o in remote.calls] == [(5, 30, 90), (1, 40, 300)]
+    assert not fallback.pages and results[2].extra["attempts"] == 1
+
+
+def test_a_page_that_keeps_looping_falls_back_and_numbering_stays_intact(tmp_path: Path) -> None:
+    def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
+        if number == 3:
+            return raw_loop(), "stop"  # a loop that even claims to have stopped
+        return respond_good(number, extra)
+
+    pdf = marked_pdf(tmp_path / "book.pdf", 6)
+    corpus = Corpus(tmp_path / "corpus")
+    engine, fallback = engine_for(LocalClass(respond), batch_size=4)
+    state = ocr_book(corpus, pdf, RunOptions(engine="deepseek"), engine=engine)
+    assert state.done == 6 and state.fallback == 1 and state.failed == 0
+    book = corpus.book("book")
+    manifest = json.loads((book.dir / "manifest.json").read_text())
+    statuses = [p["status"] for p in manifest["pages"]]
+    assert statuses == ["ok", "ok", "fallback", "ok", "ok", "ok"]
+    fallen = manifest["pages"][2]
+    assert fallen["engine"] == "local-stub" and "repetition loop" in fallen["reason"] and "attempt 2" in fallen["reason"]
+    assert fallen["extra"]["attempts"] == 2 and fallen["extra"]["gpu_seconds"] > 0  # the failed attempts were paid for
+    assert fallback.pages == [3]
+    for n in range(1, 7):
+        text = book.page_path(n).read_text()
+        assert (f"fallback text for page {n}" if n == 3 else f"Page {n} says") in text
+        assert book.raw_path(n).exists()
+    document = (book.dir / "document.mmd").read_text()
+    assert [int(x) for x in re.findall(r"<!-- page (\d+)", document)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_transient_errors_are_retried_with_backoff() -> None:
+    delays: list[float] = []
+    remote = LocalClass(errors=[modal.exception.ConnectionError("reset"), modal.exception.InternalFailure("node lost")])
+    engine, fallback = engine_for(remote, batch_size=10, sleep=delays.append, backoff_s=0.5)
+    results = list(engine.recognize_many(pages(3)))
+    assert [r.status for r in results] == ["ok"] * 3 and not fallback.pages
+    assert delays == [0.5, 1.0]
+
+
+def test_a_batch_that_keeps_failing_falls_back_page_by_page() -> None:
+    remote = LocalClass(errors=[ValueError("bad batch")])
+    engine, fallback = engine_for(remote, batch_size=10)
+    results = by_number(list(engine.recognize_many(pages(3))))
+    assert {r.status for r in results.values()} == {"fallback"} and sorted(fallback.pages) == [1, 2, 3]
+    assert "the GPU call failed: ValueError: bad batch" in results[2].reason
+
+
+def test_a_fatal_modal_error_mid_run_stops_with_advice() -> None:
+    remote = LocalClass(errors=[modal.exception.NotFoundError("Lookup failed for Cls 'DeepseekOcr'")])
+    engine, _ = engine_for(remote)
+    with pytest.raises(EngineError, match="bookocr deploy"):
+        list(engine.recognize_many(pages(3)))
+
+
+def test_unrenderable_pages_fail_alone() -> None:
+    engine, _ = engine_for(LocalClass())
+    broken = [PageInput(number=1, error="could not render page 1: boom"), PageInput(number=2), *pages(1, start=3)]
+    results = by_number(list(engine.recognize_many(broken)))
+    assert results[1].status == "failed" and "boom" in results[1].reason
+    assert results[2].status == "failed" and results[3].status == "ok"
+
+
+def test_an_undecodable_image_is_isolated_in_the_runner() -> None:
+    runner = fake_runner()
+    out = runner.run([b"not an image", _jpeg_of(4)], {})
+    assert out[0]["error"] and out[0]["finish_reason"] == "error" and out[1]["text"] == good_raw(4)
+    assert out[1]["gpu_seconds"] == pytest.approx(1.0) and out[0]["gpu_seconds"] == 0.0
+
+
+def _jpeg_of(number: int) -> bytes:
+    from tests.deepseek_fakes import jpeg
+
+    return jpeg(page_image(number))
+
+
+def test_figures_are_saved_beside_the_page(tmp_path: Path) -> None:
+    def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
+        return "<|ref|>image<|/ref|><|det|>[[100, 100, 500, 500]]<|/det|>\n \n\n<|ref|>text<|/ref|><|det|>[[1, 600, 900, 700]]<|/det|>\nCaption", "stop"
+
+    engine, _ = engine_for(LocalClass(respond), figures_dir=tmp_path)
+    [result] = list(engine.recognize_many(pages(1, start=7)))
+    assert result.markdown.startswith("![Figure 1](page_0007_fig1.jpg)")
+    assert (tmp_path / "page_0007_fig1.jpg").is_file()
+
+
+def test_deepseek_local_runs_the_same_pipeline_in_process() -> None:
+    engine = DeepseekLocalEngine(runner=fake_runner(), fallback=StubFallback())
+    results = by_number(list(engine.recognize_many(pages(12))))
+    assert all(r.status == "ok" and r.engine == "deepseek-local" for r in results.values())
+    assert results[5].extra["cost_usd"] == 0.0 and results[5].extra["gpu_seconds"] > 0  # your own GPU
+
+
+def test_deepseek_local_without_vllm_says_what_to_install() -> None:
+    engine = DeepseekLocalEngine(fallback=StubFallback())
+    with pytest.raises(EngineError, match="pip install vllm"):
+        engine.connect()

@@ -4,8 +4,8 @@ The library: the text layers of Whitehead's *An Introduction to Mathematics* and
 ``bws_book_ch2`` imported from ``../shared/testdata`` through the real runner (indexed live, as
 any run is), a DeepSeek-style LaTeX statistics book written in ``search_probes.py``, and
 generated distractor books up to ``--pages``: text cut into 1-4 word pieces from all three books
-and shuffled (so every probe word and formula fragment recurs all over the library) with OCR
-noise in 1% of words. Distractors go straight through ``SearchIndex.add_pages``.
+and shuffled (so every probe word and formula fragment recurs all over the library), 1% of words
+misread as OCR does and 1% replaced by made-up words (a large vocabulary, as a real library has). Distractors go straight through ``SearchIndex.add_pages``.
 
 Reported: index build rate and bytes per page; p50/p95 in-process query latency per query
 kind (``elapsed_ms`` as search_library measures it, every probe run ``--rounds`` times); and
@@ -51,8 +51,10 @@ from server.search import SearchIndex, search_library  # noqa: E402
 KINDS = ("word", "phrase", "typo", "content", "math", "nohit")
 BOOK_PAGES = 250  # pages per generated distractor book
 BATCH = 500  # pages per add_pages transaction
-OCR_NOISE = 0.01
-OCR_CONFUSIONS = {"o": "0", "l": "1", "e": "c", "i": "l", "s": "5", "a": "o", "n": "u", "m": "rn", "h": "b", "t": "f"}
+OCR_NOISE = 0.01  # share of words misread
+NEW_WORDS = 0.01  # share of words replaced by made-up ones (names, other books' vocabulary)
+OCR_CONFUSIONS = {"o": "0c", "l": "1i", "e": "co", "i": "l1", "s": "5", "a": "o", "n": "u", "m": "rn", "h": "b", "t": "f", "c": "e", "r": "n"}
+SYLLABLES = "ka lo mi ne ru sa ti vo ber cal dor fen gis hal jor kel lum mar nor pel quin ros sul tam ven wil xan yor zet".split()
 
 
 # --- the library -------------------------------------------------------------------------------------
@@ -86,11 +88,19 @@ def write_math_book(corpus: Corpus) -> None:
 
 
 def noisy(word: str, rng: np.random.Generator) -> str:
-    spots = [i for i, c in enumerate(word) if c in OCR_CONFUSIONS]
-    if not spots:
-        return word
-    i = spots[int(rng.integers(len(spots)))]
-    return word[:i] + OCR_CONFUSIONS[word[i]] + word[i + 1:]
+    """One misread character: a typical OCR confusion, a dropped letter, or a random letter."""
+    i = int(rng.integers(len(word)))
+    kind = int(rng.integers(3))
+    if kind == 0 and word[i] in OCR_CONFUSIONS:
+        options = OCR_CONFUSIONS[word[i]]
+        return word[:i] + options[int(rng.integers(len(options)))] + word[i + 1:]
+    if kind == 1 and len(word) > 3:
+        return word[:i] + word[i + 1:]
+    return word[:i] + chr(97 + int(rng.integers(26))) + word[i + 1:]
+
+
+def made_up_word(rng: np.random.Generator) -> str:
+    return "".join(SYLLABLES[int(k)] for k in rng.integers(0, len(SYLLABLES), int(rng.integers(2, 5))))
 
 
 def distractor_pages(pool: list[str], count: int, seed: int = 11) -> Any:
@@ -102,8 +112,11 @@ def distractor_pages(pool: list[str], count: int, seed: int = 11) -> Any:
         starts = rng.integers(0, size - 4, pieces)
         lengths = rng.integers(1, 5, pieces)
         words = [w for s, n in zip(starts, lengths) for w in pool[s:s + n]]
-        for i in np.flatnonzero(rng.random(len(words)) < OCR_NOISE):
+        draws = rng.random(len(words))
+        for i in np.flatnonzero(draws < OCR_NOISE):
             words[i] = noisy(words[i], rng)
+        for i in np.flatnonzero(draws > 1 - NEW_WORDS):
+            words[i] = made_up_word(rng)
         for i in range(60, len(words), int(rng.integers(50, 90))):
             words[i] = "\n\n" + words[i]
         yield " ".join(words)
@@ -199,22 +212,25 @@ def rank_of(probe: Probe, hits: list[tuple[str, int]]) -> int | None:
     return hits.index(key) + 1 if key in hits else None
 
 
-def run_ours(corpus: Corpus, probes: list[Probe], rounds: int) -> tuple[dict[str, list[float]], dict[int, list[tuple[str, int]]], list[dict[str, Any]]]:
+def run_ours(corpus: Corpus, probes: list[Probe], rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[int, list[tuple[str, int]]], list[dict[str, Any]]]:
     latencies: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)  # this thread's CPU time: what the query costs, whatever else runs
     results: dict[int, list[tuple[str, int]]] = {}
     details = []
     order = list(range(len(probes)))
     for round_number in range(rounds):
         random.Random(round_number).shuffle(order)
         for i in order:
+            started = time.thread_time()
             response = search_library(corpus, probes[i].query, limit=10)
+            cpu[probes[i].kind].append((time.thread_time() - started) * 1000)
             latencies[probes[i].kind].append(response.elapsed_ms)
             if round_number == 0:
                 results[i] = [(h.book, h.page) for h in response.hits]
                 details.append({"kind": probes[i].kind, "query": probes[i].query, "expected": [probes[i].book, probes[i].page],
                                 "rank": rank_of(probes[i], results[i]), "total": response.total,
                                 "top": [[h.book, h.page, h.score] for h in response.hits[:3]]})
-    return latencies, results, details
+    return latencies, cpu, results, details
 
 
 def run_baseline(search: Any, probes: list[Probe]) -> tuple[dict[str, list[float]], dict[int, list[tuple[str, int]]]]:
@@ -272,7 +288,7 @@ def main() -> int:
     first_ms = (time.perf_counter() - started) * 1000
     vocab_terms = len(SearchIndex(corpus).vocabulary())
 
-    ours_lat, ours_res, details = run_ours(corpus, probes, args.rounds)
+    ours_lat, ours_cpu, ours_res, details = run_ours(corpus, probes, args.rounds)
     plain = PlainFts(args.work / "plain.sqlite", library)
     plain_lat, plain_res = run_baseline(plain.search, probes)
     scan_probes = probes
@@ -292,7 +308,7 @@ def main() -> int:
         "vocabulary_terms": vocab_terms,
         "first_query_ms": first_ms,
         "first_query_elapsed_ms": first.elapsed_ms,
-        "ours": {"latency_ms": percentiles(ours_lat), "recall_at_5": recall_at_5(probes, ours_res)},
+        "ours": {"latency_ms": percentiles(ours_lat), "cpu_ms": percentiles(ours_cpu), "recall_at_5": recall_at_5(probes, ours_res)},
         "plain_fts5": {"build_s": plain.build_s, "latency_ms": percentiles(plain_lat), "recall_at_5": recall_at_5(probes, plain_res)},
         "partial_ratio_scan": {"probes": len(scan_probes), "latency_ms": percentiles(scan_lat), "recall_at_5": recall_at_5(scan_probes, scan_res)},
         "misses": [d for d in details if d["kind"] != "nohit" and (d["rank"] is None or d["rank"] > 5)],
@@ -312,9 +328,10 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"index size: {r['index_bytes'] / 1e6:.1f} MB = {r['bytes_per_page']:.0f} bytes/page; vocabulary {r['vocabulary_terms']} terms;"
           f" first query of a process {r['first_query_ms']:.0f} ms")
     print(f"probes: {r['probes']}")
-    print(f"\n{'kind':<8} {'ours p50/p95 ms':>17} {'plain FTS5 p50/p95':>19} {'scan p50/p95 ms':>17} | {'recall@5 ours':>13} {'plain':>6} {'scan':>6}")
+    print(f"\n{'kind':<8} {'ours p50/p95 ms':>17} {'(cpu ms)':>11} {'plain FTS5 p50/p95':>19} {'scan p50/p95 ms':>17} | {'recall@5 ours':>13} {'plain':>6} {'scan':>6}")
     for kind in KINDS:
         o, p, s = (r[k]["latency_ms"].get(kind) for k in ("ours", "plain_fts5", "partial_ratio_scan"))
+        c = r["ours"]["cpu_ms"].get(kind)
         ro, rp, rs = (r[k]["recall_at_5"].get(kind) for k in ("ours", "plain_fts5", "partial_ratio_scan"))
 
         def lat(x: dict[str, float] | None) -> str:
@@ -323,7 +340,7 @@ def print_report(r: dict[str, Any]) -> None:
         def rec(x: float | None) -> str:
             return f"{x:.2f}" if x is not None else "-"
 
-        print(f"{kind:<8} {lat(o):>17} {lat(p):>19} {lat(s):>17} | {rec(ro):>13} {rec(rp):>6} {rec(rs):>6}")
+        print(f"{kind:<8} {lat(o):>17} {lat(c):>11} {lat(p):>19} {lat(s):>17} | {rec(ro):>13} {rec(rp):>6} {rec(rs):>6}")
     print("(nohit 'recall' = share of no-hit queries that returned no page)")
     for miss in r["misses"]:
         print(f"  miss [{miss['kind']}] {miss['query']!r} expected {miss['expected']} rank {miss['rank']} top {miss['top'][:2]}")

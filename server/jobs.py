@@ -23,7 +23,7 @@ from typing import Any
 from ocr_backend.engines import PageResult, engine_classes
 from ocr_backend.errors import BookOcrError, EngineError
 from ocr_backend.sources import SourceInfo, open_source
-from server.corpus import DONE_STATUSES, Book, BookConflictError, BookLockedError, Corpus
+from server.corpus import DONE_STATUSES, Book, BookConflictError, BookLockedError, Corpus, check_book_id
 from server.runner import Progress, RunOptions, book_id_for, ocr_book, parse_pages
 from server.search import index_listener
 
@@ -69,6 +69,7 @@ class JobManager:
         self.corpus = corpus
         self._run = run
         self._jobs: dict[str, Job] = {}
+        self._stored: dict[str, tuple[tuple[int, int, int], Book]] = {}
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_parallel)
 
@@ -81,11 +82,14 @@ class JobManager:
         book, or every requested page is done (or failed, unless ``retry_failed``).
         """
         options = options or RunOptions()
+        book_id = book_id_for(path, options.book)
+        job = self._jobs.get(book_id)
+        if job is not None and job.active and job.source.path == str(Path(path).resolve()):
+            return book_id  # asking again while it runs: no need to re-read (and hash) the file
         check_engine(options.engine)
         with open_source(path) as source:
             info = source.info
             pages = parse_pages(options.pages, info.page_count)
-        book_id = book_id_for(path, options.book)
         self._check_same_source(book_id, info)
         with self._lock:
             job = self._jobs.get(book_id)
@@ -154,17 +158,32 @@ class JobManager:
         job = self._jobs.get(book_id)
         if job is not None and job.active and job.live_book is not None:
             return job.live_book
-        return self.corpus.book(book_id)
+        return self.stored_book(book_id)
+
+    def stored_book(self, book_id: str) -> Book:
+        """The book as on disk, parsed once per manifest version: readers must not modify it."""
+        check_book_id(book_id)
+        try:
+            st = (self.corpus.root / book_id / "manifest.json").stat()
+        except FileNotFoundError:
+            return self.corpus.book(book_id)  # raises UnknownBookError, listing the books
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # a manifest is replaced, never edited in place
+        cached = self._stored.get(book_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        book = self.corpus.book(book_id)
+        self._stored[book_id] = (key, book)
+        return book
 
     def status(self, book_id: str) -> dict[str, Any]:
         """State, page counts, engine, quality flags, ETA and what to do next, for one book."""
         job = self._jobs.get(book_id)
         if job is None:
-            status = _book_fields(self.corpus.book(book_id))
+            status = _book_fields(self.stored_book(book_id))
         else:
             book = job.live_book if job.active else None
             if book is None and self.corpus.has_book(book_id):
-                book = self.corpus.book(book_id)
+                book = self.stored_book(book_id)
             status = _book_fields(book) if book is not None else _new_book_fields(job)
             status["engine"] = job.options.engine
             if job.active:

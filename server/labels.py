@@ -32,8 +32,9 @@ SOURCE_PDF = "pdf"  # the PDF declares its own page labels
 SOURCE_PRINTED = "printed"  # read on the page and consistent with its run
 SOURCE_INFERRED = "inferred"  # the page shows no (readable) number; its run implies the label
 
-SWITCH_COST = 2.5  # changing run must be backed by more evidence than two misread pages give
-NO_LABEL_SCORE = 1e-4  # "no label" beats a run no page of which was read, but never a gap inside a run
+# Leaving a run costs more than one page's evidence (a misread is an island: it would pay
+# twice) but less than two clearly printed folios (a short roman preface still counts).
+SWITCH_COST = 1.8
 MAX_STATES = 400  # candidate runs kept (by evidence) so huge noisy books stay fast
 MAX_ARABIC = 9999
 MAX_ROMAN = 100  # front and back matter rarely run past c; also keeps "d"/"m" out
@@ -51,6 +52,7 @@ _NOT_FOLIO_BEFORE = {
 }
 _DIGIT_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1"})
 _MARKDOWN_PREFIX_RE = re.compile(r"^\s*(?:#{1,6}\s+|[*_>]+\s*)")
+_LEADER_RE = re.compile(r"(?:\.\s?){3,}|…|_{3,}")
 _LONG_LINE = 90  # beyond this a line is body text, not a running head
 
 
@@ -141,6 +143,8 @@ def line_candidates(line: str, weight: float) -> list[Candidate]:
     counts a little less, and one at the end of a long line (body text) much less.
     """
     text = _clean_line(line)
+    if _LEADER_RE.search(text):
+        return []  # "Index . . . . 212": a contents line, its number is another page's
     bare = _PAGE_WORD_RE.sub("", text.strip(_DECORATION + " "))
     whole = parse_folio(bare) if " " not in bare.strip() else None
     if whole is not None:
@@ -200,7 +204,7 @@ def fit_labels(candidates: Sequence[Sequence[Candidate]]) -> list[PageLabel | No
     """Give every page (index i = position + 1) the label of the run it most plausibly belongs to.
 
     States are runs ``(style, offset)`` with ``value = index + offset``, plus "no label".
-    A page scores its best matching candidate's weight in a run, changing state costs
+    A page scores its best matching candidate's weight in a run, leaving a run costs
     :data:`SWITCH_COST`, and a run is impossible where its value would drop below 1.
     """
     count = len(candidates)
@@ -236,7 +240,6 @@ def _emissions(candidates: Sequence[Sequence[Candidate]], states: list[tuple[str
     count = len(candidates)
     index = np.arange(1, count + 1)
     emission = np.zeros((len(states) + 1, count))
-    emission[-1] = NO_LABEL_SCORE
     for row, (_, offset) in enumerate(states):
         emission[row] = np.where(index + offset >= 1, 0.0, -np.inf)
     row_of = {state: row for row, state in enumerate(states)}
@@ -259,17 +262,21 @@ def _reach_back(path: list[int], emission: np.ndarray) -> list[int]:
 
 
 def _viterbi(emission: np.ndarray) -> list[int]:
-    """Best state path; ties keep the current state, so a later run reaches back to its start."""
+    """Best state path. Leaving a run costs :data:`SWITCH_COST`; starting one from "no label"
+    is free, so a run needs more evidence than a switch costs only where it gives way to
+    another. Ties keep the current state, so a later run reaches back to its start."""
     states, count = emission.shape
+    none = states - 1
     score = emission[:, 0].copy()
     came_from = np.zeros((states, count), dtype=np.int64)
     rows = np.arange(states)
     for column in range(1, count):
-        best = int(np.argmax(score))
-        switch = score[best] - SWITCH_COST
-        stay = score >= switch
-        came_from[:, column] = np.where(stay, rows, best)
-        score = np.where(stay, score, switch) + emission[:, column]
+        best = int(np.argmax(score[:none]))
+        options = np.stack([score, np.full(states, score[best] - SWITCH_COST), np.full(states, score[none])])
+        origins = np.stack([rows, np.full(states, best), np.full(states, none)])
+        choice = np.argmax(options, axis=0)  # the first of equal options: stay, then the best run
+        came_from[:, column] = origins[choice, rows]
+        score = options[choice, rows] + emission[:, column]
     path = [int(np.argmax(score))]
     for column in range(count - 1, 0, -1):
         path.append(int(came_from[path[-1], column]))

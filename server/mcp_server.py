@@ -32,7 +32,7 @@ from server.contents import book_contents
 from server.corpus import DONE_STATUSES, Book, Corpus, PageView, check_book_id
 from server.jobs import ACTIVE_STATES, JobManager
 from server.runner import RunOptions
-from server.safety import InputPolicy
+from server.safety import InputPolicy, PathNotAllowedError
 from server.search import SearchResponse, search_library
 
 log = logging.getLogger("bookocr.mcp")
@@ -179,21 +179,24 @@ class SourceCache:
             entry = self._entries.get(str(path))
             if entry is None or entry[0] != key:
                 if entry is not None:
-                    entry[1].close()
+                    self._drop(str(path))
                 if len(self._entries) >= self.size:
-                    _, (_, old, _) = self._entries.popitem()
-                    old.close()
+                    self._drop(next(iter(self._entries)))  # the oldest
                 entry = (key, open_source(path), threading.Lock())
                 self._entries[str(path)] = entry
         _, source, source_lock = entry
         with source_lock:  # a Source is not thread-safe
             yield source
 
+    def _drop(self, name: str) -> None:
+        _, source, source_lock = self._entries.pop(name)
+        with source_lock:  # not while another thread renders from it
+            source.close()
+
     def close(self) -> None:
         with self._lock:
-            for _, source, _ in self._entries.values():
-                source.close()
-            self._entries.clear()
+            for name in list(self._entries):
+                self._drop(name)
 
 
 def page_marker(view: PageView) -> str:
@@ -266,7 +269,7 @@ def create_server(
     policy = policy or InputPolicy()
     jobs = jobs or JobManager(corpus)
     sources = SourceCache()
-    engines = ", ".join(f"{name} ({cls.description})" if cls.description else name for name, cls in engine_classes().items())
+    engines = "; ".join(f"{name}: {cls.description}" if cls.description else name for name, cls in engine_classes().items())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
@@ -310,7 +313,7 @@ to follow progress; pages already done can be read with get_page at any time. Ca
 redoes finished pages; a finished book returns at once.
 path: absolute path of the file or folder (it must lie under the folders this server may read).
 book: the id to store it under (a-z, 0-9, '-', '_'); default: made from the file name.
-engine: {engines}. Default auto.
+engine (default auto): {engines}.
 pages: only these pages, e.g. "1-20,35" (default: all).
 retry_failed: also try again pages that failed in an earlier run.""")
     async def ocr_book(path: str, ctx: Context, book: str | None = None, engine: str = "auto",
@@ -438,10 +441,18 @@ a figure or a doubtful word against the original. page: 1-based page number in f
         return CallToolResult(content=[ImageContent(type="image", data=data, mime_type="image/jpeg"), TextContent(type="text", text=caption)])
 
     def render_page_image(book: Book, number: int) -> tuple[str, tuple[int, int]]:
-        path = policy.check_readable(book.manifest["source"]["path"])
+        source_path = book.manifest["source"]["path"]
+        unavailable = f"the scan of book {book.id!r} ({source_path}) cannot be shown"
+        try:
+            path = policy.check_readable(source_path)
+        except PathNotAllowedError:
+            raise ToolError(f"{unavailable}: it is outside the folders this server may read ({policy.describe_roots()}); "
+                            f"ask the user to {policy.allow_hint}. The page's text is available with get_page.") from None
+        except BookOcrError:
+            raise ToolError(f"{unavailable}: the file is gone or unreadable. The page's text is available with get_page.") from None
         with sources.open(path) as source:
             if source.info.page_count != book.page_count:
-                raise ToolError(f"the source file {path} has changed since book {book.id!r} was made; its page images are not available")
+                raise ToolError(f"{unavailable}: the file has changed since the book was made. The page's text is available with get_page.")
             image, _ = source.render(number, RenderSettings(long_side=IMAGE_LONG_SIDE))
         buffer = io.BytesIO()
         image.convert("L" if image.mode == "L" else "RGB").save(buffer, format="JPEG", quality=IMAGE_QUALITY)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -55,22 +56,30 @@ PAGE_BITS = 20  # rowid = book number << PAGE_BITS | page: a book's pages are on
 PAGE_MASK = (1 << PAGE_BITS) - 1
 MAX_LIMIT = 200
 MAX_QUERY_TERMS = 32
-RERANK_BLOCK = 100  # BM25 order is re-ranked by proximity in fixed blocks, so paging is stable
+MAX_SEQUENCE = 64
+RERANK_BLOCK = 100  # BM25 order is re-ranked by proximity in fixed blocks, so paging is stable ...
+RERANK_FIRST = 300  # ... the first one larger, for queries of several terms (the block a page must reach)
 MAX_EXPANSIONS = 8  # near spellings kept per query term
 MAX_PHRASE_VARIANTS = 16
-OCR_VARIANT_RARITY = 2  # an indexed term also matches near spellings on at most 1/2 as many pages
+OCR_VARIANT_RARITY = 2  # an indexed term also matches near spellings on at most 1/2 as many pages ...
+TYPO_RARITY = 10  # ... or on at least 10 times as many
+MISREADING_SHARE = 100  # a mistyped term's near spellings on under 1/100 as many pages as the best are dropped
+BM25_K1, BM25_B = 1.2, 0.5  # b below the usual 0.75: a page is a fixed unit, and long ones are not padded
+PHRASE_LIKE_TERMS = 4  # a query of this many terms (stopwords too) is a typed phrase or formula ...
+NEAR_SLACK = 4  # ... whose terms "stand together" within its length plus this many tokens
 COMMON_SHARE = 0.2  # a single term on more than this share of pages is not required by the match ...
 COMMON_MIN_PAGES = 2000  # ... in libraries this large (smaller ones are cheap to match exactly)
 SNIPPET_CHARS = 220
 SYNC_EVERY_S = 10.0  # how often a search checks the index against the books' manifests
 BUSY_TIMEOUT_MS = 15_000
-PROXIMITY_WEIGHT = 0.6  # weight of "all terms inside a short window"
-ORDER_WEIGHT = 0.6  # weight of "consecutive terms adjacent, in the typed order"
+PROXIMITY_WEIGHT = 0.5  # weight of "all terms inside a short window"
+ORDER_WEIGHT = 0.5  # weight of "consecutive terms adjacent, in the typed order"
+SEQUENCE_WEIGHT = 3.0  # weight of "the typed words, stopwords too, run on the page as typed" (squared share)
 TIER_NAMES = ("partial", "fuzzy", "corrected", "exact")
 
 STOPWORDS = frozenset(
     """
-    about above after again against all am an and any are as at be because been before being below between both
+    a about above after again against all am an and any are as at be because been before being below between both
     but by can could did do does doing down during each few for from further had has have having he her here
     hers him his how if in into is it its itself just me more most my no nor not now of off on once only or
     other our ours out over own same she should so some such than that the their theirs them then there these
@@ -155,33 +164,45 @@ class QueryGroup:
     position: int  # where its first term stands among the query's terms (stopwords counted)
     variants: list[tuple[str, ...]] = field(default_factory=list)  # accepted spellings, exact first
     common: bool = False  # on so many pages that matching it costs much and tells little (x, 1, i)
+    pages: int = 0  # pages holding its term (0 for phrases)
 
     def expression(self) -> str:
         return " OR ".join(f'"{" ".join(v)}"' for v in self.variants)
 
 
-def parse_query(query: str) -> list[QueryGroup]:
+@dataclass
+class ParsedQuery:
+    groups: list[QueryGroup]
+    sequence: list[str]  # every term in the typed order, stopwords included (rewarded when a page has them so)
+    quoted_only: bool  # only "phrases": the user asked for these words exactly
+
+
+def read_query(query: str) -> ParsedQuery:
     """Terms and "quoted phrases" of a query; stopwords dropped outside quotes when other terms remain."""
     pieces = query.split('"')
     if len(pieces) % 2 == 0:  # an unclosed quote quotes nothing
         pieces = [" ".join(pieces)]
     groups: list[QueryGroup] = []
     quoted: list[bool] = []
-    position = 0
+    sequence: list[str] = []
     for index, piece in enumerate(pieces):
         found = terms(piece)
         if index % 2 == 1 and found:
-            groups.append(QueryGroup(tuple(found), position))
+            groups.append(QueryGroup(tuple(found), len(sequence)))
             quoted.append(True)
         else:
-            groups.extend(QueryGroup((term,), position + i) for i, term in enumerate(found))
+            groups.extend(QueryGroup((term,), len(sequence) + i) for i, term in enumerate(found))
             quoted.extend([False] * len(found))
-        position += len(found)
-    content = [g for g, q in zip(groups, quoted) if q or g.terms[0] not in STOPWORDS]
-    groups = content or groups
-    for group in groups:
+        sequence.extend(found)
+    kept = [(g, q) for g, q in zip(groups, quoted) if q or g.terms[0] not in STOPWORDS] or list(zip(groups, quoted))
+    kept = kept[:MAX_QUERY_TERMS]
+    for group, _ in kept:
         group.variants = [group.terms]
-    return groups[:MAX_QUERY_TERMS]
+    return ParsedQuery([g for g, _ in kept], sequence[:MAX_SEQUENCE], bool(kept) and all(q for _, q in kept))
+
+
+def parse_query(query: str) -> list[QueryGroup]:
+    return read_query(query).groups
 
 
 def max_edits(term: str) -> int:
@@ -210,8 +231,9 @@ def _char_mask(term: str) -> int:
 class Vocabulary:
     """Every indexed term with its page count, kept in memory per process and index file.
 
-    Near spellings are found with rapidfuzz (OSA edit distance) after a vectorised filter on
-    length and letter sets: d edits change at most 2d bits of a term's letter mask.
+    Near spellings are found with rapidfuzz (OSA edit distance) among terms of a close length
+    whose letter sets differ little: d edits change at most 2d bits of a term's letter mask,
+    a filter numpy applies to a whole length bucket at once.
     """
 
     def __init__(self, epoch: str, generation: int, doc_freq: dict[str, int], pages: int) -> None:
@@ -219,16 +241,15 @@ class Vocabulary:
         self.generation = generation
         self.doc_freq = doc_freq
         self.pages = pages
-        self._terms = list(doc_freq)
-        self._lengths = np.fromiter((len(t) for t in self._terms), dtype=np.int16, count=len(self._terms))
-        self._masks = np.fromiter((_char_mask(t) for t in self._terms), dtype=np.uint32, count=len(self._terms))
+        self._buckets: dict[int, tuple[list[str], np.ndarray]] = {}
         self._lock = threading.Lock()
+        self._add_terms(list(doc_freq))
 
     def __contains__(self, term: str) -> bool:
         return self.doc_freq.get(term, 0) > 0
 
     def __len__(self) -> int:
-        return len(self._terms)
+        return sum(len(names) for names, _ in self._buckets.values())
 
     def add_pages(self, page_terms: Iterable[Iterable[str]], generation: int) -> None:
         with self._lock:
@@ -240,24 +261,35 @@ class Vocabulary:
                     if count == 0:
                         new.append(term)
                     self.doc_freq[term] = count + 1
-            if new:  # copy on write: a concurrent reader keeps the arrays it took
-                self._terms = self._terms + new
-                self._lengths = np.concatenate([self._lengths, np.fromiter((len(t) for t in new), np.int16, len(new))])
-                self._masks = np.concatenate([self._masks, np.fromiter((_char_mask(t) for t in new), np.uint32, len(new))])
+            self._add_terms(new)
             self.generation = max(self.generation, generation)
 
-    def near(self, term: str) -> list[str]:
-        """Indexed terms within :func:`max_edits` of ``term``, closest and most common first."""
+    def _add_terms(self, new: list[str]) -> None:
+        by_length: dict[int, list[str]] = {}
+        for term in new:
+            by_length.setdefault(len(term), []).append(term)
+        buckets = dict(self._buckets)  # copy on write: a concurrent reader keeps the buckets it took
+        for length, names in by_length.items():
+            masks = np.fromiter((_char_mask(t) for t in names), dtype=np.uint32, count=len(names))
+            old_names, old_masks = buckets.get(length, ([], np.zeros(0, dtype=np.uint32)))
+            buckets[length] = (old_names + names, np.concatenate([old_masks, masks]))
+        self._buckets = buckets
+
+    def near(self, term: str, keep: Callable[[str], bool] | None = None, limit: int | None = MAX_EXPANSIONS) -> list[str]:
+        """Indexed terms within :func:`max_edits` of ``term`` that ``keep`` accepts, closest and most common first."""
         edits = max_edits(term)
         if edits == 0:
             return []
-        names, lengths, masks = self._terms, self._lengths, self._masks
-        n = min(len(names), len(lengths), len(masks))
-        close = (np.abs(lengths[:n] - len(term)) <= edits) & (_popcount(masks[:n] ^ _char_mask(term)) <= 2 * edits)
-        candidates = [names[i] for i in np.flatnonzero(close)]
+        mask, buckets = _char_mask(term), self._buckets
+        candidates: list[str] = []
+        for length in range(len(term) - edits, len(term) + edits + 1):
+            names, masks = buckets.get(length, ([], None))
+            if names:
+                count = min(len(names), len(masks))
+                candidates.extend(names[i] for i in np.flatnonzero(_popcount(masks[:count] ^ mask) <= 2 * edits))
         found = process.extract(term, candidates, scorer=OSA.distance, score_cutoff=edits, limit=None)
         ranked = sorted((dist, -self.doc_freq.get(name, 0), name) for name, dist, _ in found if name != term)
-        return [name for _, count, name in ranked if count < 0][:MAX_EXPANSIONS]
+        return [name for _, count, name in ranked if count < 0 and (keep is None or keep(name))][:limit]
 
 
 _BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -584,59 +616,66 @@ class SearchIndex:
         self._sync_stale_books()
         book_nums = self._book_filter(conn, books)
         where, params = _filter_sql(book_nums, pages)
-        groups = parse_query(query)
+        parsed = read_query(query)
+        groups = parsed.groups
         if not groups or book_nums == []:
             return SearchResponse(query, 0, offset, limit, _ms(started), [])
-        plan = _TierPlan(groups, self.vocabulary())
+        plan = _TierPlan(parsed, self.vocabulary())
         needed = offset + limit
         ranked: list[tuple[float, int]] = []  # (score, rowid) for the hits of this page of results
         total = 0
-        previous: str | None = None
-        for tier, expression in plan.tiers(lambda: total < needed):
-            match = expression if previous is None else f"({expression}) NOT ({previous})"
-            tier_rows = self._rank_tier(conn, match, where, params, groups, tier, max(0, offset - total), needed - total)
-            size = tier_rows.size
-            ranked.extend(tier_rows.hits)
-            total += size
-            previous = expression
+        earlier: list[str] = []
+        step: _Step | None = None
+        for step in plan.steps(lambda: total < needed):
+            match = step.match if not earlier else f"({step.match}) NOT ({' OR '.join(f'({m})' for m in earlier)})"
+            found = self._rank_tier(conn, match, where, params, parsed, plan.vocab, step.band, max(0, offset - total), needed - total)
+            ranked.extend(found.hits)
+            total += found.size
+            earlier.append(step.match)
+        if step is not None and step.match != step.tier_match:  # stopped inside a tier: count all of it
+            total = int(conn.execute(f"SELECT count(*) FROM fts WHERE fts MATCH ?{where}", [step.tier_match, *params]).fetchone()[0])
         hits = self._hits(conn, ranked[:limit], groups)
         return SearchResponse(query, total, offset, limit, _ms(started), hits)
 
-    def _rank_tier(self, conn: sqlite3.Connection, match: str, where: str, params: list[Any], groups: list[QueryGroup], tier: int, start: int, stop: int) -> _TierRows:
+    def _rank_tier(self, conn: sqlite3.Connection, match: str, where: str, params: list[Any], parsed: ParsedQuery, vocab: Vocabulary, band: float, start: int, stop: int) -> _TierRows:
         """The tier's size and its hits ranked start..stop (BM25 re-ranked by proximity in fixed blocks)."""
         hits: list[tuple[float, int]] = []
         size: int | None = None
-        if stop > 0:
-            first_block = start // RERANK_BLOCK
-            last_block = (stop - 1) // RERANK_BLOCK
-            for block in range(first_block, last_block + 1):
+        first = RERANK_FIRST if len(parsed.groups) > 1 else RERANK_BLOCK
+        if stop > start:
+            for block in range(_block_of(start, first), _block_of(stop - 1, first) + 1):
+                lo, hi = _block_bounds(block, first)
                 rows = conn.execute(
                     f"SELECT rowid, bm25(fts) FROM fts WHERE fts MATCH ?{where} ORDER BY rank LIMIT ? OFFSET ?",
-                    [match, *params, RERANK_BLOCK, block * RERANK_BLOCK],
+                    [match, *params, hi - lo, lo],
                 ).fetchall()
-                if len(rows) < RERANK_BLOCK:
-                    size = block * RERANK_BLOCK + len(rows)
-                reranked = self._rerank(conn, rows, groups, tier)
-                lo = max(start - block * RERANK_BLOCK, 0)
-                hi = min(stop - block * RERANK_BLOCK, len(reranked))
-                hits.extend(reranked[lo:hi])
+                if len(rows) < hi - lo:
+                    size = lo + len(rows)
+                reranked = self._rerank(conn, rows, parsed, band, vocab)
+                hits.extend(reranked[max(start - lo, 0):max(0, min(stop - lo, len(reranked)))])
                 if size is not None:
                     break
         if size is None:
             size = int(conn.execute(f"SELECT count(*) FROM fts WHERE fts MATCH ?{where}", [match, *params]).fetchone()[0])
         return _TierRows(size, hits)
 
-    def _rerank(self, conn: sqlite3.Connection, rows: list[tuple[int, float]], groups: list[QueryGroup], tier: int) -> list[tuple[float, int]]:
+    def _rerank(self, conn: sqlite3.Connection, rows: list[tuple[int, float]], parsed: ParsedQuery, band: float, vocab: Vocabulary) -> list[tuple[float, int]]:
+        """Order one block: FTS5's BM25 for one exact term or phrase; else BM25 over the query's groups
+        (a group's spellings count as one term, so a rare misspelling weighs no more than the word)
+        times the proximity factor."""
         if not rows:
             return []
-        factors: dict[int, float] = {}
-        if len(groups) > 1:
+        if len(parsed.groups) == 1 and band >= 3:
+            scored = [(-bm25, rowid) for rowid, bm25 in rows]
+        else:
             marks = ",".join("?" * len(rows))
-            for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows]):
-                factors[rowid] = proximity_factor(_unpack(norm).split(), groups)
-        scored = [(-bm25 * factors.get(rowid, 1.0), rowid) for rowid, bm25 in rows]
+            pages = {rowid: _unpack(norm).split() for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows])}
+            average = sum(map(len, pages.values())) / max(1, len(pages))
+            weights = group_idf(parsed.groups, vocab)
+            options = sequence_options(parsed)
+            scored = [(page_relevance(pages.get(rowid, []), parsed.groups, options, weights, average), rowid) for rowid, _ in rows]
         scored.sort(key=lambda item: (-item[0], item[1]))
-        return [(tier + relevance / (1.0 + relevance), rowid) for relevance, rowid in scored]
+        return [(band + 0.5 * relevance / (1.0 + relevance), rowid) for relevance, rowid in scored]
 
     def _hits(self, conn: sqlite3.Connection, ranked: list[tuple[float, int]], groups: list[QueryGroup]) -> list[SearchHit]:
         if not ranked:
@@ -713,6 +752,24 @@ class SearchIndex:
                 log.warning("bookocr: could not bring %s into the search index: %s", book_id, exc)
 
 
+def _block_of(position: int, first: int) -> int:
+    return 0 if position < first else 1 + (position - first) // RERANK_BLOCK
+
+
+def _block_bounds(block: int, first: int) -> tuple[int, int]:
+    if block == 0:
+        return 0, first
+    lo = first + (block - 1) * RERANK_BLOCK
+    return lo, lo + RERANK_BLOCK
+
+
+@dataclass
+class _Step:
+    band: float  # the score floor of its hits: the tier, + 0.5 where the terms stand together
+    match: str  # its FTS5 expression (earlier steps' pages are excluded when it runs)
+    tier_match: str  # the whole tier's expression (for the total when the ladder stops inside a tier)
+
+
 @dataclass
 class _TierRows:
     size: int
@@ -722,16 +779,32 @@ class _TierRows:
 class _TierPlan:
     """The query's match tiers, strictest first, each a superset of the one before."""
 
-    def __init__(self, groups: list[QueryGroup], vocab: Vocabulary) -> None:
-        self.groups = groups
+    def __init__(self, parsed: ParsedQuery, vocab: Vocabulary) -> None:
+        self.groups = groups = parsed.groups
+        self.quoted_only = parsed.quoted_only
         self.vocab = vocab
         self._near: dict[str, list[str]] = {}
-        if vocab.pages >= COMMON_MIN_PAGES:
-            for group in groups:
-                group.common = len(group.terms) == 1 and vocab.doc_freq.get(group.terms[0], 0) > COMMON_SHARE * vocab.pages
+        self.phrase_like = len(parsed.sequence) >= PHRASE_LIKE_TERMS and not parsed.quoted_only
+        for group in groups:
+            group.pages = vocab.doc_freq.get(group.terms[0], 0) if len(group.terms) == 1 else 0
+            group.common = vocab.pages >= COMMON_MIN_PAGES and group.pages > COMMON_SHARE * vocab.pages
+        self.sequence_length = len(parsed.sequence)
 
-    def tiers(self, wanted: Callable[[], bool]) -> Iterator[tuple[int, str]]:
-        """(tier, FTS5 expression) pairs; ``wanted()`` says whether more hits are still needed."""
+    def steps(self, wanted: Callable[[], bool]) -> Iterator[_Step]:
+        """The ladder of match steps, strictest first; ``wanted()`` says whether more hits are still needed.
+
+        A typed phrase or formula splits each tier in two: first the pages where its terms stand
+        together (FTS5 NEAR), then the rest, so that proximity decides which pages are ranked at all.
+        """
+        for tier, expression in self._tiers(wanted):
+            near = self._near_expression(tier) if self.phrase_like and tier != 1 else ""
+            if near:
+                yield _Step(tier + 0.5, f"({expression}) AND ({near})", expression)
+                if not wanted():
+                    return
+            yield _Step(float(tier), expression, expression)
+
+    def _tiers(self, wanted: Callable[[], bool]) -> Iterator[tuple[int, str]]:
         groups, vocab = self.groups, self.vocab
         unknown = {t for g in groups for t in g.terms if t not in vocab}
         previous = ""
@@ -744,7 +817,7 @@ class _TierPlan:
             if expression and expression != previous:
                 previous = expression
                 yield 2, expression
-        if wanted():
+        if wanted() and not self.quoted_only:  # quotes ask for the words as typed: no OCR variants of them
             self._expand(lambda t: True)
             expression = _and(groups)
             if expression and expression != previous:
@@ -754,6 +827,17 @@ class _TierPlan:
             expression = _all_but_one(groups)
             if expression and expression != previous:
                 yield 0, expression
+
+    def _near_expression(self, tier: int) -> str:
+        """NEAR over each group's first spelling (all groups, or each all-but-one set for the partial tier)."""
+        required = _matched(self.groups)
+        sets = [required] if tier > 0 else [[g for g in required if g is not skip] for skip in required]
+        options = []
+        for chosen in sets:
+            if len(chosen) >= 2 and all(g.variants for g in chosen):
+                phrases = " ".join(f'"{" ".join(g.variants[0])}"' for g in chosen)
+                options.append(f"NEAR({phrases}, {self.sequence_length - len(chosen) + NEAR_SLACK})")
+        return " OR ".join(options)
 
     def _expand(self, expand: Callable[[str], bool]) -> None:
         for group in self.groups:
@@ -765,19 +849,33 @@ class _TierPlan:
     def _spellings(self, term: str, expand: bool) -> list[str]:
         """The term itself when indexed, then (when expanding) its near spellings, best first.
 
-        An indexed term is only widened to spellings much rarer than itself: those look like
-        OCR errors of it (posteri0r), while a spelling as common is another word (word4 vs word5).
+        An indexed term is only widened to spellings far rarer or far more common than itself: one of
+        the two then looks like a misreading of the other, while two spellings about as common are two
+        words (word4 and word5).
         """
         if term not in self.vocab:
             if expand and term not in self._near:
-                self._near[term] = self.vocab.near(term)
+                self._near[term] = self._likely_meant(term)
             return self._near.get(term, []) if expand else []
         if not expand:
             return [term]
         if term not in self._near:
-            ceiling = self.vocab.doc_freq.get(term, 0) // OCR_VARIANT_RARITY
-            self._near[term] = [v for v in self.vocab.near(term) if self.vocab.doc_freq.get(v, 0) <= ceiling]
+            self._near[term] = self.vocab.near(term, keep=self._unlike_in_frequency(term))
         return [term] + self._near[term]
+
+    def _likely_meant(self, term: str) -> list[str]:
+        """Near spellings of a term the index lacks, without the misreadings of them: a typed word's
+        neighbours include many one-page OCR errors, which would outrank the word itself."""
+        found = self.vocab.near(term, limit=None)
+        doc_freq = self.vocab.doc_freq
+        top = max((doc_freq.get(name, 0) for name in found), default=0)
+        return [name for name in found if doc_freq.get(name, 0) * MISREADING_SHARE >= top][:MAX_EXPANSIONS]
+
+    def _unlike_in_frequency(self, term: str) -> Callable[[str], bool]:
+        """Accept a near spelling of an indexed term when one of the two is far rarer than the other."""
+        doc_freq = self.vocab.doc_freq
+        own = doc_freq.get(term, 0)
+        return lambda other: doc_freq.get(other, 0) * OCR_VARIANT_RARITY <= own or own * TYPO_RARITY <= doc_freq.get(other, 0)
 
 
 def _product_size(options: list[list[str]]) -> int:
@@ -788,10 +886,15 @@ def _product_size(options: list[list[str]]) -> int:
 
 
 def _matched(groups: list[QueryGroup]) -> list[QueryGroup]:
-    """The groups the FTS5 expression requires: common single terms are left to the proximity re-rank,
-    unless nothing else is left (then the rarest two)."""
+    """The groups the FTS5 expression requires: common single terms are left to the re-rank, as long
+    as two groups (or all there are) remain; then the rarest common ones are kept."""
     rare = [g for g in groups if not g.common]
-    return rare or sorted(groups, key=lambda g: len(g.variants) == 0)[:2]
+    wanted = min(2, len(groups))
+    if len(rare) >= wanted:
+        return rare
+    common = sorted((g for g in groups if g.common), key=lambda g: g.pages)
+    kept = {id(g) for g in rare + common[:wanted - len(rare)]}
+    return [g for g in groups if id(g) in kept]
 
 
 def _and(groups: list[QueryGroup]) -> str:
@@ -831,9 +934,40 @@ def _group_positions(tokens: list[str], groups: list[QueryGroup]) -> list[list[i
     return positions
 
 
-def proximity_factor(tokens: list[str], groups: list[QueryGroup]) -> float:
-    """1 to 1 + PROXIMITY_WEIGHT + ORDER_WEIGHT: more when the terms sit close, in the typed order."""
+def sequence_options(parsed: ParsedQuery) -> list[set[str]]:
+    """For each typed term, the spellings a page may have there (its group's variants, or itself)."""
+    options = [{term} for term in parsed.sequence]
+    for group in parsed.groups:
+        for k, term in enumerate(group.terms):
+            if group.position + k < len(options):
+                options[group.position + k] = {variant[k] for variant in group.variants} | {term}
+    return options
+
+
+def group_idf(groups: list[QueryGroup], vocab: Vocabulary) -> list[float]:
+    """BM25 idf of each group, counting all its spellings as one term."""
+    pages = max(vocab.pages, 1)
+    weights = []
+    for group in groups:
+        if len(group.terms) == 1:
+            found = min(pages, sum(vocab.doc_freq.get(v[0], 0) for v in group.variants))
+        else:
+            found = max((min(vocab.doc_freq.get(t, 0) for t in v) for v in group.variants), default=0)
+        weights.append(math.log(1 + (pages - found + 0.5) / (found + 0.5)))
+    return weights
+
+
+def page_relevance(tokens: list[str], groups: list[QueryGroup], sequence: list[set[str]], weights: list[float], average_length: float) -> float:
+    """BM25 over the query's groups, times :func:`proximity_factor`."""
     positions = _group_positions(tokens, groups)
+    norm = BM25_K1 * (1 - BM25_B + BM25_B * len(tokens) / max(average_length, 1.0))
+    score = sum(w * len(p) * (BM25_K1 + 1) / (len(p) + norm) for w, p in zip(weights, positions) if p)
+    return score * proximity_factor(tokens, groups, sequence, positions)
+
+
+def proximity_factor(tokens: list[str], groups: list[QueryGroup], sequence: list[set[str]] | None = None, positions: list[list[int]] | None = None) -> float:
+    """1 and up: more when the terms sit close, in the typed order, and (stopwords too) run as typed."""
+    positions = positions if positions is not None else _group_positions(tokens, groups)
     present = [i for i, p in enumerate(positions) if p]
     if len(present) < 2:
         return 1.0
@@ -846,7 +980,25 @@ def proximity_factor(tokens: list[str], groups: list[QueryGroup]) -> float:
         after = set(positions[i + 1])
         if any(p + gap in after or p + gap + 1 in after for p in positions[i]):
             in_order += 1
-    return 1.0 + PROXIMITY_WEIGHT * closeness + ORDER_WEIGHT * in_order / (len(groups) - 1)
+    factor = 1.0 + PROXIMITY_WEIGHT * closeness + ORDER_WEIGHT * in_order / (len(groups) - 1)
+    if sequence and len(sequence) > len(groups):
+        anchors = [(p, groups[i].position) for i in present for p in positions[i][:20]]
+        factor += SEQUENCE_WEIGHT * (_longest_typed_run(tokens, sequence, anchors) / len(sequence)) ** 2
+    return factor
+
+
+def _longest_typed_run(tokens: list[str], sequence: list[set[str]], anchors: list[tuple[int, int]]) -> int:
+    """The longest stretch of the page that reads as a stretch of the typed query, grown from matched terms."""
+    best = 0
+    for page_at, query_at in anchors:
+        left = 0
+        while page_at - left > 0 and query_at - left > 0 and tokens[page_at - left - 1] in sequence[query_at - left - 1]:
+            left += 1
+        right = 0
+        while page_at + right + 1 < len(tokens) and query_at + right + 1 < len(sequence) and tokens[page_at + right + 1] in sequence[query_at + right + 1]:
+            right += 1
+        best = max(best, left + right + 1)
+    return best
 
 
 def _smallest_window(marks: list[tuple[int, int]], kinds: int) -> int:
@@ -869,13 +1021,13 @@ def _smallest_window(marks: list[tuple[int, int]], kinds: int) -> int:
 
 def make_snippet(text: str, groups: list[QueryGroup], width: int = SNIPPET_CHARS) -> str:
     """The part of the page around its best match, matched words marked with **…**."""
-    tokens = tokenize_fast(text)
+    tokens = tokenize_fast(text)  # (term, start, end)
     group_of: dict[str, set[int]] = {}
     for index, group in enumerate(groups):
         for variant in group.variants:
             for term in variant:
                 group_of.setdefault(term, set()).add(index)
-    matched = [t for t in tokens if t.term in group_of]
+    matched = [t for t in tokens if t[0] in group_of]
     if not matched:
         return _clean(text[:width]) + ("…" if len(text) > width else "")
     lo, hi = _best_span(matched, group_of, width)
@@ -884,15 +1036,15 @@ def make_snippet(text: str, groups: list[QueryGroup], width: int = SNIPPET_CHARS
     end = _cut_right(text, min(len(text), hi + pad + max(0, pad - lo)))
     marked: list[tuple[int, int]] = []  # runs of matched terms with no other term between them
     follows_match = False
-    for token in tokens:
-        if token.start < start or token.end > end:
+    for term, token_start, token_end in tokens:
+        if token_start < start or token_end > end:
             continue
-        if token.term not in group_of:
+        if term not in group_of:
             follows_match = False
         elif follows_match:
-            marked[-1] = (marked[-1][0], max(marked[-1][1], token.end))
+            marked[-1] = (marked[-1][0], max(marked[-1][1], token_end))
         else:
-            marked.append((token.start, token.end))
+            marked.append((token_start, token_end))
             follows_match = True
     parts, cursor = [], start
     for a, b in marked:
@@ -904,16 +1056,16 @@ def make_snippet(text: str, groups: list[QueryGroup], width: int = SNIPPET_CHARS
     return ("…" if start > 0 else "") + body + ("…" if end < len(text) else "")
 
 
-def _best_span(matched: list[Any], group_of: dict[str, set[int]], width: int) -> tuple[int, int]:
+def _best_span(matched: list[tuple[str, int, int]], group_of: dict[str, set[int]], width: int) -> tuple[int, int]:
     """The character span, at most ``width`` long, covering the most query groups (then the shortest)."""
-    best = (0, 0, matched[0].start, matched[0].end)
-    for i, first in enumerate(matched[:400]):
+    best = (0, 0, matched[0][1], matched[0][2])
+    for i, (_, first_start, _) in enumerate(matched[:400]):
         seen: set[int] = set()
-        for token in matched[i:]:
-            if token.end - first.start > width:
+        for term, _, token_end in matched[i:]:
+            if token_end - first_start > width:
                 break
-            seen |= group_of[token.term]
-            key = (len(seen), -(token.end - first.start), first.start, token.end)
+            seen |= group_of[term]
+            key = (len(seen), -(token_end - first_start), first_start, token_end)
             if key[:2] > best[:2]:
                 best = key
     return best[2], best[3]

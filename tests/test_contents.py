@@ -77,7 +77,8 @@ def test_outline_entries_carry_printed_labels() -> None:
 # --- through the pipeline, the CLI and MCP ----------------------------------------------------
 def chapter_book(path: Path, outline: list[list] | None = None) -> Path:
     pages = [
-        SamplePage(heading="Preface", paragraphs=["Why this book was written, and for whom it is meant."], folio="v"),
+        SamplePage(heading="Preface", paragraphs=["Why this book was written, and for whom it is meant."], folio="vi"),
+        SamplePage(paragraphs=["Thanks to everyone who read the drafts and found the mistakes."], folio="vii"),
         SamplePage(heading="Chapter 1. Priors", paragraphs=["Beliefs before the data arrive are summarised by a prior."], folio="1"),
         SamplePage(heading="1.1 Conjugate priors", paragraphs=["A prior is conjugate when the posterior stays in its family."], running_head="PRIORS", folio="2"),
         SamplePage(paragraphs=["The posterior mean is a weighted compromise between prior and data."], running_head="PRIORS", folio="3"),
@@ -96,27 +97,27 @@ def test_contents_from_headings_when_the_pdf_has_no_outline(corpus: Corpus, tmp_
     contents = book_contents(corpus.book("priors"))
     assert contents["source"] == "headings"
     assert [(e["title"], e["page"], e["printed"]) for e in contents["entries"]] == [
-        ("Preface", 1, "v"),
-        ("Chapter 1: Priors", 2, "1"),
-        ("1.1 Conjugate priors", 3, "2"),
-        ("1.2 The normal model", 5, "4"),
+        ("Preface", 1, "vi"),
+        ("Chapter 1: Priors", 3, "1"),
+        ("1.1 Conjugate priors", 4, "2"),
+        ("1.2 The normal model", 6, "4"),
     ]
     assert main(["--corpus", str(corpus.root), "contents", "priors"]) == 0
     out = capsys.readouterr().out
-    assert "1.2 The normal model  ... page 5 (printed 4)" in out and "headings found in the text" in out
+    assert "1.2 The normal model  ... page 6 (printed 4)" in out and "headings found in the text" in out
 
 
 def test_contents_from_the_pdf_outline(corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    outline = [[1, "Preface", 1], [1, "1 Priors", 2], [2, "1.1 Conjugate priors", 3], [2, "1.2 The normal model", 5]]
+    outline = [[1, "Preface", 1], [1, "1 Priors", 3], [2, "1.1 Conjugate priors", 4], [2, "1.2 The normal model", 6]]
     ocr_book(corpus, chapter_book(tmp_path / "outlined.pdf", outline), RunOptions(engine="text-layer"))
     assert main(["--corpus", str(corpus.root), "--json", "contents", "outlined"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["source"] == "outline"
     assert data["entries"] == [
-        {"level": 1, "title": "Preface", "page": 1, "printed": "v"},
-        {"level": 1, "title": "1 Priors", "page": 2, "printed": "1"},
-        {"level": 2, "title": "1.1 Conjugate priors", "page": 3, "printed": "2"},
-        {"level": 2, "title": "1.2 The normal model", "page": 5, "printed": "4"},
+        {"level": 1, "title": "Preface", "page": 1, "printed": "vi"},
+        {"level": 1, "title": "1 Priors", "page": 3, "printed": "1"},
+        {"level": 2, "title": "1.1 Conjugate priors", "page": 4, "printed": "2"},
+        {"level": 2, "title": "1.2 The normal model", "page": 6, "printed": "4"},
     ]
 
 
@@ -137,16 +138,16 @@ async def test_mcp_contents_and_printed_pages(mcp_client: Client) -> None:
     result = await mcp_client.call_tool("get_contents", {"book": "priors"})
     assert not result.is_error
     entries = result.structured_content["entries"]
-    assert {"level": 2, "title": "1.2 The normal model", "page": 5, "printed": "4"} in entries
-    assert "1.2 The normal model: page 5 (printed \"4\")" in result.content[0].text
+    assert {"level": 2, "title": "1.2 The normal model", "page": 6, "printed": "4"} in entries
+    assert "1.2 The normal model: page 6 (printed \"4\")" in result.content[0].text
 
     page = await mcp_client.call_tool("get_page", {"book": "priors", "printed": "3"})
-    assert not page.is_error and page.structured_content["page"] == 4 and page.structured_content["label"] == "3"
-    roman = await mcp_client.call_tool("get_page", {"book": "priors", "printed": "v"})
+    assert not page.is_error and page.structured_content["page"] == 5 and page.structured_content["label"] == "3"
+    roman = await mcp_client.call_tool("get_page", {"book": "priors", "printed": "vi"})
     assert roman.structured_content["page"] == 1
 
     missing = await mcp_client.call_tool("get_page", {"book": "priors", "printed": "42"})
-    assert missing.is_error and "printed v on PDF pages 1" in missing.content[0].text and "PDF page number 1-5" in missing.content[0].text
+    assert missing.is_error and "printed vi-vii on PDF pages 1-2" in missing.content[0].text and "PDF page number 1-6" in missing.content[0].text
     neither = await mcp_client.call_tool("get_page", {"book": "priors"})
     assert neither.is_error and 'printed="37"' in neither.content[0].text
     unknown = await mcp_client.call_tool("get_contents", {"book": "nope"})

@@ -46,7 +46,7 @@ def test_streams_a_book_in_batches_and_records_cost() -> None:
     results = by_number(list(engine.recognize_many(pages(40))))
     assert sorted(results) == list(range(1, 41))
     assert sum(n for n, _ in remote.calls) == 40 and len(remote.calls) >= 5
-    assert max(n for n, _ in remote.calls) == 8 and min(n for n, _ in remote.calls) >= 1
+    assert max(n for n, _ in remote.calls) <= 8
     page = results[17]
     assert page.status == "ok" and page.engine == "deepseek" and not fallback.pages
     assert page.markdown == "Page 17 says \\(x_17 = 17\\).\n\n\\[ y = 17 x \\]"
@@ -76,15 +76,19 @@ def test_several_batches_are_in_flight_at_once() -> None:
     assert remote.peak >= 3
 
 
-def test_the_last_pages_are_spread_over_the_containers() -> None:
-    assert plan_batch_size(buffered=100, exhausted=False, in_flight=2, containers=4, batch_size=32) == 32
-    assert plan_batch_size(buffered=10, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=8) == 10
-    assert plan_batch_size(buffered=5, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=8) == 0
-    assert plan_batch_size(buffered=10, exhausted=False, in_flight=4, containers=4, batch_size=32) == 0
-    assert plan_batch_size(buffered=40, exhausted=True, in_flight=4, containers=4, batch_size=32) == 10
-    assert plan_batch_size(buffered=20, exhausted=True, in_flight=4, containers=4, batch_size=32, min_batch=8) == 8
-    assert plan_batch_size(buffered=5, exhausted=True, in_flight=0, containers=4, min_batch=8) == 5  # a short book: one call
-    assert plan_batch_size(buffered=50, exhausted=True, in_flight=8, containers=4) == 0  # all slots busy
+def test_batches_are_full_while_streaming_and_shrink_at_the_end() -> None:
+    plan = plan_batch_size
+    assert plan(buffered=100, exhausted=False, in_flight=5, containers=4, batch_size=32) == 32
+    assert plan(buffered=10, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=4) == 10  # a GPU may be idle
+    assert plan(buffered=3, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=4) == 0
+    assert plan(buffered=20, exhausted=False, in_flight=5, containers=4, batch_size=32) == 20  # keep a batch queued
+    assert plan(buffered=10, exhausted=False, in_flight=5, containers=4, batch_size=32) == 0  # too small to queue
+    assert plan(buffered=31, exhausted=False, in_flight=6, containers=4, batch_size=32) == 0  # enough queued: wait for a full one
+    assert plan(buffered=100, exhausted=False, in_flight=8, containers=4, batch_size=32) == 0  # all slots busy
+    assert plan(buffered=80, exhausted=True, in_flight=6, containers=4, batch_size=32) == 10  # the tail: pieces of 1/8
+    assert plan(buffered=20, exhausted=True, in_flight=6, containers=4, batch_size=32, min_batch=4) == 4
+    assert plan(buffered=5, exhausted=True, in_flight=0, containers=4, min_batch=4) == 5  # a short book: one call
+    assert plan(buffered=30, exhausted=True, in_flight=0, containers=4, batch_size=32) == 30
 
 
 def test_a_looping_page_is_retried_with_stronger_settings() -> None:
@@ -94,7 +98,7 @@ def test_a_looping_page_is_retried_with_stronger_settings() -> None:
         return respond_good(number, extra)
 
     remote = LocalClass(respond)
-    engine, fallback = engine_for(remote, batch_size=5)
+    engine, fallback = engine_for(remote, batch_size=5, min_batch=5, containers=1)
     results = by_number(list(engine.recognize_many(pages(5))))
     page = results[3]
     assert page.status == "ok" and "retried" in page.flags and page.extra["attempts"] == 2

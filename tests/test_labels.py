@@ -128,6 +128,13 @@ def test_pages_with_no_readable_numbers_get_no_label() -> None:
     assert labels_of([]) == []
 
 
+def test_one_stray_number_before_a_run_labels_nothing() -> None:
+    # A title page whose last line is the year, its blank verso, then the body from 1.
+    pages = furniture_pages([None, None, "1", "2", "3", "4"])
+    pages[0] = ([], "AN INTRODUCTION TO MATHEMATICS\n\nLONDON\n\n1911")
+    assert labels_of(pages) == [None, None, "1", "2", "3", "4"]
+
+
 def test_unnumbered_opening_pages_before_page_one_stay_unlabelled() -> None:
     folios = [None, None, None, "2", "3", "4", "5"]  # half-title, title, verso, then 1 (chapter opening) from page 3
     assert labels_of(furniture_pages(folios)) == [None, None, "1", "2", "3", "4", "5"]
@@ -220,15 +227,15 @@ def test_labels_survive_a_resumed_run_and_are_recomputed(corpus: Corpus, tmp_pat
 
 
 def test_cli_get_by_printed_label(corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pdf = numbered_book(tmp_path / "cli.pdf", [None, "ii", "2", "3", "4"])
+    pdf = numbered_book(tmp_path / "cli.pdf", [None, "ii", "iii", "2", "3", "4"])
     ocr_book(corpus, pdf, RunOptions(engine="text-layer"))
     assert main(["--corpus", str(corpus.root), "--json", "get", "cli", "--printed", "3"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["page"], data["label"], data["label_source"]) == (4, "3", "printed")
-    assert "leaf 4" in data["markdown"]
-    assert main(["--corpus", str(corpus.root), "get", "cli", "--printed", "ii", "--to-printed", "2"]) == 0
+    assert (data["page"], data["label"], data["label_source"]) == (5, "3", "printed")
+    assert "leaf 5" in data["markdown"]
+    assert main(["--corpus", str(corpus.root), "get", "cli", "--printed", "iii", "--to-printed", "2"]) == 0
     out = capsys.readouterr().out
-    assert '<!-- page 2 printed="ii" (ok) -->' in out and '<!-- page 3 printed="2" (ok) -->' in out
+    assert '<!-- page 3 printed="iii" (ok) -->' in out and '<!-- page 4 printed="2" (ok) -->' in out
     assert main(["--corpus", str(corpus.root), "get", "cli", "--printed", "99"]) == 2
     assert "no page of book 'cli' is printed '99'" in capsys.readouterr().err
     assert main(["--corpus", str(corpus.root), "get", "cli"]) == 2

@@ -39,7 +39,8 @@ from ocr_backend.pricing import DEFAULT_GPU, page_cost
 APP_NAME = "bookocr"  # keep in step with ocr_backend.modal_app (not imported: that pulls in modal)
 CLASS_NAME = "DeepseekOcr"
 BATCH_SIZE = 32  # dozens of pages per vLLM call: continuous batching needs a full queue
-MIN_BATCH = 8  # while a GPU may be idle, send what is ready once there is this much
+MIN_BATCH = 4  # while a GPU may be idle, send what is ready once there is this much
+QUEUE_AHEAD = 2  # calls kept waiting behind the running ones, to hide upload latency
 CONTAINERS = 4
 BUFFER_BATCHES = 4  # encoded pages held ahead of the GPUs, in batches
 TRANSIENT_RETRIES = 3
@@ -73,19 +74,25 @@ def plan_batch_size(
 ) -> int:
     """How many buffered pages to send now (0: wait).
 
-    Full batches while the book streams; smaller ones while a GPU may be idle; and
-    once the last page is in, what is left is split evenly over the containers in
-    ever smaller batches (down to ``min_batch``), so no GPU is left with a long
-    batch at the end.
+    While the book streams: what is ready (at least ``min_batch``) when a GPU may be
+    idle; half a batch when fewer than ``QUEUE_AHEAD`` calls wait behind the running
+    ones (so a GPU that finishes finds its next batch already uploaded); otherwise
+    full batches. Once the last page is in, the rest goes out in ever smaller pieces
+    (guided self-scheduling, down to ``min_batch``) so the GPUs finish together; a
+    short book goes in one call, since each extra container may cost a cold start.
     """
     limit = max_in_flight if max_in_flight is not None else 2 * containers
     if buffered == 0 or in_flight >= limit:
         return 0
-    if exhausted:  # no smaller than min_batch: each extra container may cost a cold start
-        return min(batch_size, buffered, max(min_batch, math.ceil(buffered / containers)))
+    if exhausted:
+        if in_flight == 0 and buffered <= batch_size:
+            return buffered
+        return min(batch_size, buffered, max(min_batch, math.ceil(buffered / (2 * containers))))
     if buffered >= batch_size:
         return batch_size
     if in_flight < containers and buffered >= min_batch:
+        return buffered
+    if in_flight < containers + QUEUE_AHEAD and buffered >= max(min_batch, batch_size // 2):
         return buffered
     return 0
 

@@ -25,6 +25,7 @@ PROBE_PDFS = {
     "bws-ch2": TESTDATA / "olmocr_tests" / "gnarly_pdfs" / "bws_book_ch2.pdf",
 }
 MATH_BOOK = "bayes-deepseek"
+CONTENT_MAX_PAGES = 4  # a content word is on at most this many probe-book pages (it says what the page is about)
 
 
 @dataclass
@@ -194,7 +195,12 @@ def _typo(word: str, rng: random.Random) -> str:
 
 
 def sample_probes(pages: list[tuple[str, int, str]], per_kind: int = 20, seed: int = 7) -> list[Probe]:
-    """Phrase, typo, content-word and single-word probes whose expected page is the only one (among the probe books) that matches."""
+    """Phrase, typo, content-word and single-word probes whose expected page is the only one (among the probe books) that matches.
+
+    phrase: 5-7 consecutive prose words, quoted. typo: another such run, unquoted, with 1-2 keyboard
+    slips in words of 5+ letters. content: 2-3 words of 5+ letters from one page, each on at most
+    CONTENT_MAX_PAGES probe-book pages, together on no other. word: a word found on one page only.
+    """
     rng = random.Random(seed)
     norm = {(book, page): f" {normalize(text)} " for book, page, text in pages}
     page_terms = {key: set(text.split()) for key, text in norm.items()}
@@ -230,7 +236,7 @@ def sample_probes(pages: list[tuple[str, int, str]], per_kind: int = 20, seed: i
     made = 0
     while made < per_kind:
         book, page, text = rng.choice(candidates)
-        words = [t for t in page_terms[(book, page)] if t.isalpha() and len(t) >= 5 and t not in STOPWORDS and 2 <= doc_freq[t] <= 12]
+        words = [t for t in page_terms[(book, page)] if t.isalpha() and len(t) >= 5 and t not in STOPWORDS and doc_freq[t] <= CONTENT_MAX_PAGES]
         if len(words) < 3:
             continue
         chosen = rng.sample(sorted(words), rng.choice([2, 3]))

@@ -62,12 +62,15 @@ class PageLayout:
 
 # --- tunables (in units of the page's typical line-box height unless noted) -------------
 SHRINK = 0.25  # boxes are trimmed by this share of their height before bands are chained
-MIN_GUTTER = 0.5  # narrowest white strip that can separate two columns
+MIN_GUTTER = 0.3  # narrowest white strip that can separate two columns (OCR boxes are padded)
+MIN_CUT = 0.25  # share of MIN_GUTTER that must stay white straight down the whole run
+MAX_COLUMN_GAP = 2.0  # a column region ends at a vertical gap wider than this
 COLUMN_LINE_CHARS = 12  # a column must hold text lines of at least this many characters ...
 COLUMN_MIN_LINES = 3  # ... and at least this many of them on each side of the gutter
 HEADING_RATIO = 1.25  # a row this much larger than body text is a heading
 TITLE_RATIO = 1.6  # ... and this much larger a top-level heading
 HEADING_MAX_WORDS = 16
+MAX_HEADING_ROWS = 3
 FURNITURE_MAX_WORDS = 10
 TOP_ZONE = 0.2  # share of the page height searched for running heads
 BOTTOM_ZONE = 0.12  # share of the page height searched for footers without a number
@@ -342,7 +345,7 @@ def _best_gutter(bands: list[list[TextLine]], m: _Metrics) -> tuple[int, int, fl
         for seed in interior:
             if seed[1] - seed[0] < min_width:
                 continue
-            start, end, lo, hi = _extend_run(gaps, i, seed, min_width)
+            start, end, lo, hi = _extend_run(bands, gaps, i, seed, min_width, MAX_COLUMN_GAP * m.unit)
             middle = [ln for band in bands[start : end + 1] for ln in band]
             cut = (lo + hi) / 2
             left = [ln for ln in middle if ln.x_center < cut]
@@ -356,17 +359,28 @@ def _best_gutter(bands: list[list[TextLine]], m: _Metrics) -> tuple[int, int, fl
 
 
 def _extend_run(
-    gaps: list[tuple[list[tuple[float, float]], list[tuple[float, float]]]], i: int, seed: tuple[float, float], min_width: float
+    bands: list[list[TextLine]],
+    gaps: list[tuple[list[tuple[float, float]], list[tuple[float, float]]]],
+    i: int,
+    seed: tuple[float, float],
+    min_width: float,
+    max_gap: float,
 ) -> tuple[int, int, float, float]:
+    """Grow a run of bands up and down from band ``i`` while the white strip stays wide enough."""
     lo, hi = seed
     start = end = i
     for step in (-1, 1):
         j = i + step
         while 0 <= j < len(gaps):
-            overlap = max(((max(lo, a), min(hi, b)) for a, b in gaps[j][0]), key=lambda g: g[1] - g[0], default=None)
-            if overlap is None or overlap[1] - overlap[0] < min_width:
+            upper, lower = (bands[j - 1], bands[j]) if step > 0 else (bands[j], bands[j + 1])
+            if min(ln.y0 for ln in lower) - max(ln.y1 for ln in upper) > max_gap:
+                break  # a wide white gap ends the columns (a title or a new article follows)
+            # the band's own white must be wide, but the strip shared by all bands need only
+            # leave room for a straight cut: narrow gutters drift by a few pixels down a page
+            white = max(gaps[j][0], key=lambda g: min(hi, g[1]) - max(lo, g[0]), default=None)
+            if white is None or white[1] - white[0] < min_width or min(hi, white[1]) - max(lo, white[0]) < MIN_CUT * min_width:
                 break
-            lo, hi = overlap
+            lo, hi = max(lo, white[0]), min(hi, white[1])
             start, end = min(start, j), max(end, j)
             j += step
     return start, end, lo, hi
@@ -385,17 +399,29 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
     width = max(right - left, m.unit)
     pitch = statistics.median([b.y0 - a.y0 for a, b in zip(rows, rows[1:])] or [m.unit * 1.2])
     pitch = max(pitch, m.unit)
+    kinds = _demote_long_headings([_classify(row, prev, m, left, right, width) for prev, row in zip([None, *rows], rows)])
     paragraphs: list[_Paragraph] = []
-    prev: _Row | None = None
-    for row in rows:
-        kind, level = _classify(row, prev, m, left, right, width)
+    for i, (row, (kind, level)) in enumerate(zip(rows, kinds)):
         last = paragraphs[-1] if paragraphs else None
-        if last is not None and prev is not None and _continues(last, kind, level, row, prev, m, left, right, pitch):
+        if last is not None and _continues(last, kind, level, row, rows[i - 1], m, left, right, pitch):
             last.rows.append(row)
         else:
             paragraphs.append(_Paragraph(kind, [row], level))
-        prev = row
     return paragraphs
+
+
+def _demote_long_headings(kinds: list[tuple[RowKind, int]]) -> list[tuple[RowKind, int]]:
+    """More than MAX_HEADING_ROWS large rows in a row are a passage in large type (an abstract), not a heading."""
+    out = list(kinds)
+    i = 0
+    while i < len(out):
+        j = i
+        while j < len(out) and out[j][0] == "heading" and out[j][1] == out[i][1]:
+            j += 1
+        if j - i > MAX_HEADING_ROWS:
+            out[i:j] = [("text", 0)] * (j - i)
+        i = max(j, i + 1)
+    return out
 
 
 def _classify(row: _Row, prev: _Row | None, m: _Metrics, left: float, right: float, width: float) -> tuple[RowKind, int]:
@@ -411,7 +437,7 @@ def _heading_level(row: _Row, prev: _Row | None, m: _Metrics) -> int:
     """1 or 2 for a row set clearly larger than the text, 3 for a short standalone caps/bold row."""
     text = row.text
     letters = [ch for ch in text if ch.isalpha()]
-    if len(letters) < 2 or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
+    if len(letters) < 2 or letters[0].islower() or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
         return 0
     ratio = _size(row) / m.size if m.size else 1.0
     if ratio >= TITLE_RATIO:

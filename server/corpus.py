@@ -7,7 +7,8 @@ Layout::
       BOOK/pages/page_0001.mmd   the clean markdown of each page
       BOOK/pages/page_0001.raw.mmd  the engine's raw output, when it differs (DeepSeek)
       BOOK/document.mmd          every page in order, each preceded by a page marker
-      BOOK/.lock                 held while a run writes the book
+      .locks/BOOK.lock           held while a run writes the book (outside the book's folder, so a
+                                 run that fails before writing anything leaves no trace)
 """
 
 from __future__ import annotations
@@ -333,22 +334,34 @@ class Corpus:
             raise BookOcrError(f"the manifest of book {book_id!r} cannot be read ({exc}); re-run `bookocr ocr` on it") from exc
         return Book(self, book_id, manifest)
 
+    def existing_book(self, book_id: str, source: SourceInfo, replace: bool = False) -> Book | None:
+        """The stored book made from this very source, or None if there is none (or it will be replaced).
+
+        Raises :class:`BookConflictError` when the id holds another file and ``replace`` is off.
+        Reads only; safe to call before anything is written.
+        """
+        if not self.has_book(check_book_id(book_id)):
+            return None
+        book = self.book(book_id)
+        old = book.manifest["source"]
+        if old["sha256"] == source.sha256 and book.page_count == source.page_count:
+            return book
+        if not replace:
+            raise BookConflictError(
+                f"book {book_id!r} already holds {old['name']} (sha256 {old['sha256'][:12]}), which differs from "
+                f"{source.name} (sha256 {source.sha256[:12]}); choose another id with --book or pass --replace"
+            )
+        return None
+
     def prepare_book(self, book_id: str, source: SourceInfo, engine: str, replace: bool = False) -> Book:
         """Open the book for a run, creating it if new. The caller holds :meth:`lock`."""
-        check_book_id(book_id)
+        book = self.existing_book(book_id, source, replace)
+        if book is not None:
+            self._remove_stale_temp_files(book.dir)
+            book.manifest["source"]["path"] = source.path
+            book.manifest["engine"] = engine
+            return book
         if self.has_book(book_id):
-            book = self.book(book_id)
-            old = book.manifest["source"]
-            if old["sha256"] == source.sha256 and book.page_count == source.page_count:
-                self._remove_stale_temp_files(book.dir)
-                book.manifest["source"]["path"] = source.path
-                book.manifest["engine"] = engine
-                return book
-            if not replace:
-                raise BookConflictError(
-                    f"book {book_id!r} already holds {old['name']} (sha256 {old['sha256'][:12]}), which differs from "
-                    f"{source.name} (sha256 {source.sha256[:12]}); choose another id with --book or pass --replace"
-                )
             self._remove_book_files(book_id)
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -374,15 +387,16 @@ class Corpus:
     def _remove_book_files(self, book_id: str) -> None:
         book_dir = self.root / book_id
         for path in sorted(book_dir.rglob("*"), reverse=True):
-            if path.name == ".lock":
-                continue
             if path.is_dir():
                 path.rmdir()
             else:
                 path.unlink()
 
+    def _lock_path(self, book_id: str) -> Path:
+        return self.root / ".locks" / f"{book_id}.lock"
+
     def is_locked(self, book_id: str) -> bool:
-        path = self.root / book_id / ".lock"
+        path = self._lock_path(book_id)
         if not path.exists():
             return False
         with path.open("a") as fh:
@@ -396,8 +410,7 @@ class Corpus:
     @contextlib.contextmanager
     def lock(self, book_id: str, wait: bool = False) -> Iterator[None]:
         """Hold the book's write lock; a second run stops with a clear message (or waits)."""
-        check_book_id(book_id)
-        path = self.root / book_id / ".lock"
+        path = self._lock_path(check_book_id(book_id))
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a+") as fh:
             try:

@@ -291,11 +291,11 @@ def detect_labels(pages: Sequence[tuple[Sequence[str], str]]) -> list[PageLabel 
 
 def book_labels(declared: Sequence[str] | None, pages: Sequence[tuple[Sequence[str], str]]) -> list[PageLabel | None]:
     """The PDF's own labels where it declares them; detected labels for the other pages."""
-    declared = list(declared or [])
-    if not any(declared):
-        return detect_labels(pages)
-    detected = detect_labels(pages) if not all(declared) else [None] * len(pages)
-    return [PageLabel(d, SOURCE_PDF) if d else detected[i] for i, d in enumerate(declared[: len(pages)])] + detected[len(declared) :]
+    declared = list(declared or [])[: len(pages)]
+    if len(declared) == len(pages) and all(declared):
+        return [PageLabel(label, SOURCE_PDF) for label in declared]
+    detected = detect_labels(pages)
+    return [PageLabel(declared[i], SOURCE_PDF) if i < len(declared) and declared[i] else found for i, found in enumerate(detected)]
 
 
 def label_key(label: str) -> str:

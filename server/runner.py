@@ -132,36 +132,59 @@ def ocr_book(
     with open_source(path) as source:
         pages = parse_pages(options.pages, source.info.page_count)
         with corpus.lock(book_id, wait=options.wait_for_lock):
-            book = corpus.prepare_book(book_id, source.info, options.engine, replace=options.replace)
-            if options.search_index:
-                sync_book_quietly(corpus, book)  # pages done before indexing existed, or a replaced book
-                listeners = [index_listener(corpus), *(listeners or [])]  # indexed before others hear of the page
-            todo = pages if options.redo else [n for n in pages if book.page_meta(n).get("status") not in DONE_STATUSES]
-            state = Progress(book=book_id, total=len(todo), skipped=len(pages) - len(todo), page_count=book.page_count, engine=options.engine)
-            if not todo:
-                state.state = "complete"
-                if index_book(book, source) or not (book.dir / "document.mmd").exists():
-                    book.write_document()
-                if progress:
-                    progress(state)
-                return state
-            own_engine = engine is None
-            engine = engine or create_engine(options.engine, **options.engine_options)
+            todo = _pages_to_do(corpus.existing_book(book_id, source.info, options.replace), pages, options.redo)
+            # The engine comes up before the corpus is touched: a missing account or deployment leaves no trace.
+            own_engine = engine is None and bool(todo)
+            if own_engine:
+                engine = create_engine(options.engine, **options.engine_options)
             try:
-                _run(book, source, engine, todo, options.render, state, progress, listeners or [], cancel)
+                return _run_book(corpus, book_id, source, pages, todo, engine, options, progress, listeners or [], cancel)
             finally:
-                book.flush()
-                index_book(book, source)
-                book.write_document()
-                if own_engine:
+                if own_engine and engine is not None:
                     engine.close()
-            state.state = "cancelled" if cancel is not None and cancel.is_set() else "complete"
-            if progress:
-                progress(state)
-            return state
 
 
-def index_book(book: Book, source: Source) -> bool:
+def _pages_to_do(book: Book | None, pages: list[int], redo: bool) -> list[int]:
+    if book is None or redo:
+        return pages
+    return [n for n in pages if book.page_meta(n).get("status") not in DONE_STATUSES]
+
+
+def _run_book(
+    corpus: Corpus,
+    book_id: str,
+    source: Source,
+    pages: list[int],
+    todo: list[int],
+    engine: OcrEngine | None,
+    options: RunOptions,
+    progress: ProgressFn | None,
+    listeners: list[PageListener],
+    cancel: threading.Event | None,
+) -> Progress:
+    book = corpus.prepare_book(book_id, source.info, options.engine, replace=options.replace)
+    if options.search_index:
+        sync_book_quietly(corpus, book)  # pages done before indexing existed, or a replaced book
+        listeners = [index_listener(corpus), *listeners]  # indexed before others hear of the page
+    state = Progress(book=book_id, total=len(todo), skipped=len(pages) - len(todo), page_count=book.page_count, engine=options.engine)
+    if not todo or engine is None:
+        state.state = "complete"
+        if refresh_labels(book, source) or not (book.dir / "document.mmd").exists():
+            book.write_document()
+    else:
+        try:
+            _run(book, source, engine, todo, options.render, state, progress, listeners, cancel)
+        finally:
+            book.flush()
+            refresh_labels(book, source)
+            book.write_document()
+        state.state = "cancelled" if cancel is not None and cancel.is_set() else "complete"
+    if progress:
+        progress(state)
+    return state
+
+
+def refresh_labels(book: Book, source: Source) -> bool:
     """Recompute the printed page labels of the whole book and keep the PDF's outline.
 
     Labels are fitted over every stored page (one page alone cannot tell a misread number

@@ -14,9 +14,19 @@ hit of the next; a looser tier is only tried while the stricter ones found too f
   1  fuzzy        every term also matched to near spellings (finds OCR errors like posteri0r)
   0  partial      all terms but one
 
-Within a tier, pages are ordered by BM25 times a proximity factor that rewards the query's
-terms close together and in the typed order. ``score`` is ``tier + relevance`` with relevance
-in [0, 1), so scores fall down the list.
+Near spellings (rapidfuzz, 1 edit for 4-7 letters, 2 from 8) of a term the index lacks are kept
+unless they are misreadings of a far more common one; an indexed term is only widened to spellings
+far rarer or far more common than itself (posteri0r beside posterior; never word4 beside word5).
+Quoted phrases skip tier 1. ``total`` counts the pages of every tier that was searched. In large
+libraries a single term on over a fifth of the pages (x, 1, i in formulas) is left out of the
+FTS5 match, which it would slow down, and counts only in the ranking.
+
+A query typed as a phrase or formula (four terms or more, stopwords counted) splits each tier:
+pages where its terms stand together (FTS5 NEAR) come first. Within a step, pages are ordered by
+BM25 over the query's terms (a term's accepted spellings counted as one term) times a proximity
+factor that rewards the terms close together, in the typed order, and the whole typed run of
+words (stopwords too) found as typed. ``score`` is ``tier`` + 0.5 where the terms stand together
++ 0.5 * relevance / (1 + relevance), so scores fall down the list and the integer part is the tier.
 
 Thread safety: one connection per thread (WAL mode, busy timeout), one writer per process at
 a time; any number of threads may search while a run writes pages.
@@ -29,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -57,8 +68,9 @@ PAGE_MASK = (1 << PAGE_BITS) - 1
 MAX_LIMIT = 200
 MAX_QUERY_TERMS = 32
 MAX_SEQUENCE = 64
+POSITIONS_KEPT = 64  # per group and page, for the proximity measures
 RERANK_BLOCK = 100  # BM25 order is re-ranked by proximity in fixed blocks, so paging is stable ...
-RERANK_FIRST = 300  # ... the first one larger, for queries of several terms (the block a page must reach)
+RERANK_FIRST = 200  # ... the first one larger, for queries of several terms (the block a page must reach)
 MAX_EXPANSIONS = 8  # near spellings kept per query term
 MAX_PHRASE_VARIANTS = 16
 OCR_VARIANT_RARITY = 2  # an indexed term also matches near spellings on at most 1/2 as many pages ...
@@ -669,11 +681,12 @@ class SearchIndex:
             scored = [(-bm25, rowid) for rowid, bm25 in rows]
         else:
             marks = ",".join("?" * len(rows))
-            pages = {rowid: _unpack(norm).split() for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows])}
-            average = sum(map(len, pages.values())) / max(1, len(pages))
+            pages = {rowid: _unpack(norm) for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows])}
+            average = sum(text.count(" ") + 1 for text in pages.values()) / max(1, len(pages))
             weights = group_idf(parsed.groups, vocab)
             options = sequence_options(parsed)
-            scored = [(page_relevance(pages.get(rowid, []), parsed.groups, options, weights, average), rowid) for rowid, _ in rows]
+            matcher = PageMatcher(parsed.groups)
+            scored = [(page_relevance(pages.get(rowid, ""), matcher, options, weights, average), rowid) for rowid, _ in rows]
         scored.sort(key=lambda item: (-item[0], item[1]))
         return [(band + 0.5 * relevance / (1.0 + relevance), rowid) for relevance, rowid in scored]
 
@@ -917,21 +930,36 @@ def _all_but_one(groups: list[QueryGroup]) -> str:
 
 
 # --- proximity and snippets --------------------------------------------------------------------
+class PageMatcher:
+    """Where a query's groups stand in a page's normalised text: one regex pass, no Python loop per token."""
+
+    def __init__(self, groups: list[QueryGroup]) -> None:
+        self.groups = groups
+        wanted = sorted({t for g in groups for v in g.variants for t in v}, key=len, reverse=True)
+        self.pattern = re.compile(r"(?<![^ ])(?:" + "|".join(map(re.escape, wanted)) + r")(?![^ ])") if wanted else None
+
+    def positions(self, norm: str, tokens: list[str]) -> list[list[int]]:
+        """Token positions of each group (a phrase group: where a spelling of it starts), at most POSITIONS_KEPT."""
+        where: dict[str, list[int]] = {}
+        if self.pattern is not None:
+            index = at = 0
+            for match in self.pattern.finditer(norm):
+                index += norm.count(" ", at, match.start())
+                at = match.start()
+                where.setdefault(match.group(), []).append(index)
+        found_all = []
+        for group in self.groups:
+            found: set[int] = set()
+            for variant in group.variants:
+                for start in where.get(variant[0], ()):
+                    if len(variant) == 1 or tokens[start:start + len(variant)] == list(variant):
+                        found.add(start)
+            found_all.append(sorted(found)[:POSITIONS_KEPT])
+        return found_all
+
+
 def _group_positions(tokens: list[str], groups: list[QueryGroup]) -> list[list[int]]:
-    wanted = {t for g in groups for v in g.variants for t in v}
-    where: dict[str, list[int]] = {}
-    for i, token in enumerate(tokens):
-        if token in wanted:
-            where.setdefault(token, []).append(i)
-    positions = []
-    for group in groups:
-        found: set[int] = set()
-        for variant in group.variants:
-            for start in where.get(variant[0], ()):
-                if all(start + k < len(tokens) and tokens[start + k] == t for k, t in enumerate(variant[1:], 1)):
-                    found.add(start)
-        positions.append(sorted(found))
-    return positions
+    return PageMatcher(groups).positions(" ".join(tokens), tokens)
 
 
 def sequence_options(parsed: ParsedQuery) -> list[set[str]]:
@@ -957,9 +985,11 @@ def group_idf(groups: list[QueryGroup], vocab: Vocabulary) -> list[float]:
     return weights
 
 
-def page_relevance(tokens: list[str], groups: list[QueryGroup], sequence: list[set[str]], weights: list[float], average_length: float) -> float:
+def page_relevance(norm: str, matcher: PageMatcher, sequence: list[set[str]], weights: list[float], average_length: float) -> float:
     """BM25 over the query's groups, times :func:`proximity_factor`."""
-    positions = _group_positions(tokens, groups)
+    tokens = norm.split(" ") if norm else []
+    groups = matcher.groups
+    positions = matcher.positions(norm, tokens)
     norm = BM25_K1 * (1 - BM25_B + BM25_B * len(tokens) / max(average_length, 1.0))
     score = sum(w * len(p) * (BM25_K1 + 1) / (len(p) + norm) for w, p in zip(weights, positions) if p)
     return score * proximity_factor(tokens, groups, sequence, positions)

@@ -97,4 +97,4 @@ async def test_stdio_server_end_to_end(tmp_path: Path) -> None:
     assert lines, "the server's stdout was not captured"
     for line in lines:
         assert json.loads(line).get("jsonrpc") == "2.0", f"non-protocol output on stdout: {line[:200]}"
-    assert sorted(p.name for p in corpus.iterdir() if p.is_dir()) == ["conjugate-scan", "notes"]
+    assert sorted(p.name for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["conjugate-scan", "notes"]

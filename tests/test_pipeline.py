@@ -217,3 +217,30 @@ def test_cancel_stops_early_and_keeps_what_was_done(corpus: Corpus, tmp_path: Pa
     rest = CountingEngine()
     ocr_book(corpus, pdf, RunOptions(engine="text-layer"), engine=rest)
     assert sorted(rest.calls) == list(range(state.done + 1, 41))
+
+
+class UnavailableEngine(OcrEngine):
+    """An engine whose account or deployment is missing: it fails as it comes up."""
+
+    name = "test-unavailable"
+
+    def __init__(self, **_: object) -> None:
+        from ocr_backend.errors import EngineError
+
+        raise EngineError("no account configured; run the set-up first")
+
+    def version(self) -> str:  # pragma: no cover
+        return "never"
+
+    def recognize(self, page: PageInput) -> PageResult:  # pragma: no cover
+        raise AssertionError
+
+
+def test_engine_that_cannot_start_leaves_no_trace(corpus: Corpus, text_pdf: Path) -> None:
+    from ocr_backend.errors import EngineError
+    from tests.conftest import tree_snapshot
+
+    with pytest.raises(EngineError, match="run the set-up"):
+        ocr_book(corpus, text_pdf, RunOptions(engine="test-unavailable"))
+    assert corpus.book_ids() == []
+    assert [k for k in tree_snapshot(corpus.root) if not k.startswith(".locks/")] == []

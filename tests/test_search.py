@@ -180,3 +180,15 @@ def test_add_page_replaces_the_old_text(corpus: Corpus) -> None:
     assert (hit.book, hit.page, hit.label) == ("loose", 1, "7")
     index.remove_page("loose", 1)
     assert search_library(corpus, "dogs").total == 0
+
+
+def test_a_typed_phrase_with_a_typo_finds_its_page_before_scattered_words(corpus: Corpus) -> None:
+    scattered = ("theory " * 3 + FILLER + " groups " * 3 + FILLER + " concerned " * 3 + "symmetry ") * 2
+    make_book(corpus, "mixed", [scattered] * 4 + [FILLER + " The theory of groups is concerned with symmetry. " + FILLER])
+    assert pages_of(search_library(corpus, "theory of gruops is concerned with"))[0] == ("mixed", 5)
+
+
+def test_quoted_phrases_are_not_widened_to_ocr_variants(corpus: Corpus) -> None:
+    make_book(corpus, "quotes", ["the posterior distribution here", "the posteri0r distribution there"])
+    assert pages_of(search_library(corpus, '"posterior distribution"')) == [("quotes", 1)]
+    assert pages_of(search_library(corpus, "posterior distribution")) == [("quotes", 1), ("quotes", 2)]

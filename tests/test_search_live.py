@@ -144,3 +144,13 @@ def test_cli_search_and_reindex(corpus: Corpus, capsys: pytest.CaptureFixture[st
     assert json.loads(capsys.readouterr().out)["pages"] == 2
     assert main(["--corpus", str(corpus.root), "search", "x", "--book", "nope"]) == 2
     assert "books: cli" in capsys.readouterr().err
+
+
+def test_an_index_made_by_an_older_normalisation_is_rebuilt(corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
+    make_book(corpus, "kept", ["alpha page about lions"])
+    index = SearchIndex(corpus)
+    index._conn().execute("UPDATE meta SET value='0' WHERE key='normalizer'")
+    index._shared.ready_inode = None  # as the next process to open it would
+    assert search_library(corpus, "lions").total == 1
+    assert "another text normalisation" in caplog.text
+    assert index._conn().execute("SELECT value FROM meta WHERE key='normalizer'").fetchone()[0] != "0"

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +161,22 @@ class _BatchOutcome:
     failed: list[tuple[_Job, _PageState]] = field(default_factory=list)  # for the CPU fallback
 
 
-def _submit(pool: ThreadPoolExecutor, wake: threading.Event, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-    future = pool.submit(fn, *args)
+def _in_thread(wake: threading.Event, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``fn`` in a daemon thread. Not a ThreadPoolExecutor: its workers are joined at
+    exit, so Ctrl-C would wait for every GPU call in flight. The dispatcher bounds how
+    many run at once."""
+    future: Future[Any] = Future()
     future.add_done_callback(lambda _: wake.set())
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # re-raised in the dispatcher
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="bookocr-deepseek-call", daemon=True).start()
     return future
 
 
@@ -231,17 +244,15 @@ class DeepseekEngine(OcrEngine):
         return self._remote
 
     def recognize(self, page: PageInput) -> PageResult:
-        return next(iter(self.recognize_many([page])))
+        [result] = list(self.recognize_many([page]))
+        return result
 
     def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
         remote = self.connect()
         wake = threading.Event()
         feeder = _Feeder(pages, self._encode, wake, max_buffered=BUFFER_BATCHES * self.batch_size)
-        gpu_pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="bookocr-deepseek")
-        # CPU fallbacks run apart, so a page that failed never holds a GPU batch slot
-        cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="bookocr-deepseek-fallback")
-        batches: set[Future[_BatchOutcome]] = set()
-        fallbacks: set[Future[PageResult]] = set()
+        batches: set[Future[_BatchOutcome]] = set()  # at most max_in_flight GPU calls
+        fallbacks: set[Future[list[PageResult]]] = set()  # CPU work apart, so it never holds a GPU slot
         feeder.start()
         try:
             while True:
@@ -251,16 +262,16 @@ class DeepseekEngine(OcrEngine):
                     batches.discard(future)
                     outcome = future.result()
                     yield from outcome.results
-                    for job, state in outcome.failed:
-                        fallbacks.add(_submit(cpu_pool, wake, self._fall_back, job, state))
+                    if outcome.failed:
+                        fallbacks.add(_in_thread(wake, self._fall_back_all, outcome.failed))
                 for future in [f for f in fallbacks if f.done()]:
                     fallbacks.discard(future)
-                    yield future.result()
+                    yield from future.result()
                 if feeder.error is not None:
                     raise feeder.error
                 size = plan_batch_size(feeder.buffered, feeder.exhausted, len(batches), self.containers, self.batch_size, self.min_batch, self.max_in_flight)
                 if size:
-                    batches.add(_submit(gpu_pool, wake, self._process_batch, remote, feeder.take(size)))
+                    batches.add(_in_thread(wake, self._process_batch, remote, feeder.take(size)))
                     continue
                 if feeder.exhausted and not (batches or fallbacks or feeder.buffered):
                     yield from feeder.take_unusable()
@@ -268,8 +279,6 @@ class DeepseekEngine(OcrEngine):
                 wake.wait(0.5)
         finally:
             feeder.stop()
-            gpu_pool.shutdown(wait=False, cancel_futures=True)
-            cpu_pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._fallback is not None:
@@ -339,7 +348,7 @@ class DeepseekEngine(OcrEngine):
         return None, "unreachable"  # pragma: no cover - the loop always returns
 
     def _accepted(self, job: _Job, output: dict[str, Any], page: cleaning.CleanPage, state: _PageState, attempt: int) -> PageResult:
-        if self.figures_dir is not None and any(b.box for b in page.figures):
+        if self.figures_dir is not None and any(f.box for f in page.figures):
             page = cleaning.clean(state.last_text or "", decode_page(job.data), self.figures_dir, f"page_{job.number:04d}")
         flags = page.flags + (["retried"] if attempt > 1 else [])
         return PageResult(
@@ -362,6 +371,9 @@ class DeepseekEngine(OcrEngine):
                 "malformed_boxes": page.malformed_boxes,
             },
         )
+
+    def _fall_back_all(self, failed: list[tuple[_Job, _PageState]]) -> list[PageResult]:
+        return [self._fall_back(job, state) for job, state in failed]
 
     def _fall_back(self, job: _Job, state: _PageState) -> PageResult:
         page = PageInput(number=job.number, image=decode_page(job.data))

@@ -195,17 +195,14 @@ def _measure(lines: Sequence[TextLine]) -> _Metrics:
 def _group_rows(lines: Sequence[TextLine]) -> list[_Row]:
     """Group fragments into visual rows, top to bottom.
 
-    A fragment joins the row whose widest fragment it overlaps vertically by at least
-    half of the smaller height, so superscripts and fraction parts stay with their line
-    without one tall formula swallowing the lines around it.
+    A fragment joins the row of the last few whose widest fragment it shares a row with
+    (see :func:`_same_row`), so one tall formula never swallows the lines around it.
     """
     rows: list[_Row] = []
     for line in sorted(lines, key=lambda ln: (ln.y0 + ln.y1) / 2):
         target = None
         for row in reversed(rows[-3:]):
-            core = max(row.parts, key=lambda p: p.x1 - p.x0)
-            overlap = min(core.y1, line.y1) - max(core.y0, line.y0)
-            if overlap >= 0.5 * min(core.box_height, line.box_height):
+            if _same_row(max(row.parts, key=lambda p: p.x1 - p.x0), line):
                 target = row
                 break
         if target is None:
@@ -214,6 +211,15 @@ def _group_rows(lines: Sequence[TextLine]) -> list[_Row]:
             target.parts.append(line)
     rows.sort(key=lambda r: r.y0)
     return rows
+
+
+def _same_row(core: TextLine, line: TextLine) -> bool:
+    """Each box's middle lies inside the other, or they overlap by most of the smaller height."""
+    mid_core, mid_line = (core.y0 + core.y1) / 2, (line.y0 + line.y1) / 2
+    if core.y0 <= mid_line <= core.y1 and line.y0 <= mid_core <= line.y1:
+        return True
+    overlap = min(core.y1, line.y1) - max(core.y0, line.y0)
+    return overlap >= 0.7 * min(core.box_height, line.box_height)
 
 
 # --- furniture ------------------------------------------------------------------------
@@ -399,7 +405,15 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
     width = max(right - left, m.unit)
     pitch = statistics.median([b.y0 - a.y0 for a, b in zip(rows, rows[1:])] or [m.unit * 1.2])
     pitch = max(pitch, m.unit)
-    kinds = _demote_long_headings([_classify(row, prev, m, left, right, width) for prev, row in zip([None, *rows], rows)])
+    kinds: list[tuple[RowKind, int]] = []
+    for i, row in enumerate(rows):
+        prev = rows[i - 1] if i else None
+        kind = _classify(row, prev, m, left, right, width)
+        if kind[0] != "heading" and prev is not None and kinds[-1][0] == "heading" and row.y0 - prev.y1 < 0.8 * m.unit:
+            carried = _heading_level(row, prev, m, continuing=True)
+            kind = ("heading", carried) if carried == kinds[-1][1] else kind  # a heading's second row
+        kinds.append(kind)
+    kinds = _demote_long_headings(kinds, rows, m)
     paragraphs: list[_Paragraph] = []
     for i, (row, (kind, level)) in enumerate(zip(rows, kinds)):
         last = paragraphs[-1] if paragraphs else None
@@ -410,17 +424,18 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
     return paragraphs
 
 
-def _demote_long_headings(kinds: list[tuple[RowKind, int]]) -> list[tuple[RowKind, int]]:
-    """More than MAX_HEADING_ROWS large rows in a row are a passage in large type (an abstract), not a heading."""
+def _demote_long_headings(kinds: list[tuple[RowKind, int]], rows: list[_Row], m: _Metrics) -> list[tuple[RowKind, int]]:
+    """More than MAX_HEADING_ROWS large rows set close together are a passage in large type (an abstract), not a heading."""
     out = list(kinds)
     i = 0
     while i < len(out):
-        j = i
-        while j < len(out) and out[j][0] == "heading" and out[j][1] == out[i][1]:
-            j += 1
-        if j - i > MAX_HEADING_ROWS:
-            out[i:j] = [("text", 0)] * (j - i)
-        i = max(j, i + 1)
+        j = i + 1
+        if out[i][0] == "heading":
+            while j < len(out) and out[j] == out[i] and rows[j].y0 - rows[j - 1].y1 < 0.8 * m.unit:
+                j += 1
+            if j - i > MAX_HEADING_ROWS:
+                out[i:j] = [("text", 0)] * (j - i)
+        i = j
     return out
 
 
@@ -433,11 +448,11 @@ def _classify(row: _Row, prev: _Row | None, m: _Metrics, left: float, right: flo
     return ("display", 0) if centred else ("text", 0)
 
 
-def _heading_level(row: _Row, prev: _Row | None, m: _Metrics) -> int:
+def _heading_level(row: _Row, prev: _Row | None, m: _Metrics, continuing: bool = False) -> int:
     """1 or 2 for a row set clearly larger than the text, 3 for a short standalone caps/bold row."""
     text = row.text
     letters = [ch for ch in text if ch.isalpha()]
-    if len(letters) < 2 or letters[0].islower() or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
+    if len(letters) < 2 or (letters[0].islower() and not continuing) or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
         return 0
     ratio = _size(row) / m.size if m.size else 1.0
     if ratio >= TITLE_RATIO:

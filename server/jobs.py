@@ -25,7 +25,6 @@ from ocr_backend.errors import BookOcrError, EngineError
 from ocr_backend.sources import SourceInfo, open_source
 from server.corpus import DONE_STATUSES, Book, BookConflictError, BookLockedError, Corpus, check_book_id
 from server.runner import Progress, RunOptions, book_id_for, ocr_book, parse_pages
-from server.search import index_listener
 
 log = logging.getLogger("bookocr.jobs")
 
@@ -133,9 +132,8 @@ class JobManager:
                 return
             job.state = "running"
             try:
-                # pages become searchable as they land, while the rest of the book runs
-                listeners = [job.on_page, index_listener(self.corpus)]
-                result = self._run(self.corpus, path, job.options, progress=job.on_progress, listeners=listeners, cancel=job.cancel)
+                # ocr_book indexes each page for search as it lands; job.on_page only tracks progress
+                result = self._run(self.corpus, path, job.options, progress=job.on_progress, listeners=[job.on_page], cancel=job.cancel)
                 self._finish(job, result.state)
             except BookLockedError:
                 self._finish(job, "locked")

@@ -87,7 +87,6 @@ BUSY_TIMEOUT_MS = 15_000
 PROXIMITY_WEIGHT = 0.5  # weight of "all terms inside a short window"
 ORDER_WEIGHT = 0.5  # weight of "consecutive terms adjacent, in the typed order"
 SEQUENCE_WEIGHT = 3.0  # weight of "the typed words, stopwords too, run on the page as typed" (squared share)
-TIER_NAMES = ("partial", "fuzzy", "corrected", "exact")
 
 STOPWORDS = frozenset(
     """
@@ -263,11 +262,13 @@ class Vocabulary:
     def __len__(self) -> int:
         return sum(len(names) for names, _ in self._buckets.values())
 
-    def add_pages(self, page_terms: Iterable[Iterable[str]], generation: int) -> None:
+    def add_pages(self, page_terms: Iterable[Iterable[str]], generation: int, pages: int) -> None:
         with self._lock:
+            if generation <= self.generation:  # another thread brought it up to date meanwhile
+                return
+            self.pages = pages
             new: list[str] = []
             for found in page_terms:
-                self.pages += 1
                 for term in set(found):
                     count = self.doc_freq.get(term, 0)
                     if count == 0:
@@ -314,6 +315,35 @@ def _popcount(values: np.ndarray) -> np.ndarray:
 
 
 # --- the index ---------------------------------------------------------------------------
+class TermStats:
+    """Page counts of terms for one search: from the vocabulary when this process holds it, else
+    looked up term by term, so that a query the exact tier answers never waits for the whole of it."""
+
+    def __init__(self, index: SearchIndex, conn: sqlite3.Connection) -> None:
+        self._index = index
+        self._conn = conn
+        self._vocab = index.vocabulary(load=False)
+        self._counts: dict[str, int] = {}
+        self.pages = self._vocab.pages if self._vocab else index.page_count()
+
+    def doc_freq(self, term: str) -> int:
+        if self._vocab is not None:
+            return self._vocab.doc_freq.get(term, 0)
+        if term not in self._counts:
+            row = self._conn.execute("SELECT doc FROM temp.vocab WHERE term = ?", (term,)).fetchone()
+            self._counts[term] = int(row[0]) if row else 0
+        return self._counts[term]
+
+    def __contains__(self, term: str) -> bool:
+        return self.doc_freq(term) > 0
+
+    def near(self, term: str, keep: Callable[[str], bool] | None = None, limit: int | None = MAX_EXPANSIONS) -> list[str]:
+        if self._vocab is None:
+            self._vocab = self._index.vocabulary()
+        assert self._vocab is not None
+        return self._vocab.near(term, keep, limit)
+
+
 class _Shared:
     """Per-process state of one index file, shared by every SearchIndex on it."""
 
@@ -325,7 +355,6 @@ class _Shared:
         self.local = threading.local()
         self.ready_inode: int | None = None
         self.vocabulary: Vocabulary | None = None
-        self.book_numbers: dict[str, int] = {}
         self.last_sync = 0.0
         self.manifests: dict[str, tuple[tuple[int, int], dict[int, str | None], set[int]]] = {}
         self.notice: str | None = None
@@ -388,7 +417,6 @@ class SearchIndex:
         """Make the file a valid index of this version, rebuilding it when it is missing, foreign or corrupt."""
         shared = self._shared
         shared.vocabulary = None
-        shared.book_numbers = {}
         self.corpus.root.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists()
         if existed:
@@ -495,34 +523,31 @@ class SearchIndex:
         return generation
 
     def _book_number(self, conn: sqlite3.Connection, book: str, create: bool) -> int | None:
-        numbers = self._shared.book_numbers
-        if book in numbers:
-            return numbers[book]
+        """The book's number, read in the caller's transaction: another process may have rebuilt the index."""
         row = conn.execute("SELECT num FROM books WHERE book=?", (book,)).fetchone()
         if row is None and create:
             conn.execute("INSERT INTO books(book) VALUES(?)", (book,))
             row = conn.execute("SELECT num FROM books WHERE book=?", (book,)).fetchone()
-        if row is None:
-            return None
-        numbers[book] = int(row[0])
-        return numbers[book]
+        return None if row is None else int(row[0])
 
     def _insert_pages(self, conn: sqlite3.Connection, pages: Iterable[tuple[str, int, str, str | None]]) -> int:
         generation = self._next_generation(conn)
+        numbers: dict[str, int | None] = {}
         fts_rows: list[tuple[int, str]] = []
         page_rows: list[tuple[int, str | None, int, bytes, bytes]] = []
         for book, page, markdown, label in pages:
             if not isinstance(page, int) or not 1 <= page <= PAGE_MASK:
                 raise PageRangeError(f"page {page!r} cannot be indexed: pages are numbered 1-{PAGE_MASK}")
-            num = self._book_number(conn, book, create=True)
-            assert num is not None
-            rowid = num << PAGE_BITS | page
+            if book not in numbers:
+                numbers[book] = self._book_number(conn, book, create=True)
+            rowid = int(numbers[book] or 0) << PAGE_BITS | page
             body = normalize(markdown)
             fts_rows.append((rowid, body))
             page_rows.append((rowid, label, generation, _pack(markdown), _pack(body)))
         self._delete_rows(conn, [row[0] for row in page_rows])
         conn.executemany("INSERT INTO fts(rowid, body) VALUES(?, ?)", fts_rows)
         conn.executemany("INSERT INTO pages(id, label, gen, text, norm) VALUES(?, ?, ?, ?, ?)", page_rows)
+        _count_pages(conn, len(page_rows))
         return len(page_rows)
 
     def _delete_rows(self, conn: sqlite3.Connection, rowids: list[int]) -> int:
@@ -535,6 +560,7 @@ class SearchIndex:
             conn.executemany("INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", [(i, _unpack(n)) for i, n in old])
             conn.execute(f"DELETE FROM pages WHERE id IN ({marks})", chunk)
             deleted += len(old)
+        _count_pages(conn, -deleted)
         return deleted
 
     def _replace_book(self, conn: sqlite3.Connection, book: Book) -> int:
@@ -547,20 +573,22 @@ class SearchIndex:
 
     def _rebuild_all_locked(self, conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO fts(fts) VALUES('delete-all')")
-        conn.execute("DELETE FROM pages")
-        conn.execute("DELETE FROM books")
+        conn.execute("DELETE FROM pages")  # book numbers stay: a search running meanwhile still names its hits right
+        conn.execute("INSERT OR REPLACE INTO meta VALUES('pages', '0')")
         conn.execute("INSERT OR REPLACE INTO meta VALUES('epoch', ?)", (uuid.uuid4().hex,))
         conn.execute("INSERT OR REPLACE INTO meta VALUES('normalizer', ?)", (str(NORMALIZER_VERSION),))
-        self._shared.book_numbers = {}
         self._shared.vocabulary = None
         count = 0
-        for book_id in self.corpus.book_ids():
+        book_ids = self.corpus.book_ids()
+        for book_id in book_ids:
             try:
                 book = self.corpus.book(book_id)
             except BookOcrError as exc:
                 log.warning("bookocr: not indexing %s: %s", book_id, exc)
                 continue
             count += self._replace_book(conn, book)
+        marks = ",".join("?" * len(book_ids))
+        conn.execute(f"DELETE FROM books WHERE book NOT IN ({marks}) AND num NOT IN (SELECT DISTINCT id >> {PAGE_BITS} FROM pages)", book_ids)
         return count
 
     def _rebuild_all(self, conn: sqlite3.Connection) -> int:
@@ -579,23 +607,28 @@ class SearchIndex:
         return [b for (b,) in self._conn().execute("SELECT book FROM books ORDER BY book")]
 
     def page_count(self) -> int:
-        return int(self._conn().execute("SELECT count(*) FROM pages").fetchone()[0])
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'pages'").fetchone()
+        return int(row[0]) if row else 0
 
-    def vocabulary(self) -> Vocabulary:
-        """The in-memory vocabulary, brought up to date with pages written since it was read."""
+    def vocabulary(self, load: bool = True) -> Vocabulary | None:
+        """The in-memory vocabulary, brought up to date with pages written since it was read.
+
+        Reading it whole takes a while in a large library (0.4 s at 50,000 pages), so a search
+        only asks for it (``load``) once it needs near spellings.
+        """
         conn = self._conn()
         shared = self._shared
-        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('epoch', 'generation')").fetchall())
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('epoch', 'generation', 'pages')").fetchall())
         epoch, generation = meta.get("epoch", ""), int(meta.get("generation", 0))
         vocab = shared.vocabulary
         if vocab is None or vocab.epoch != epoch:
-            conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, fts, 'row')")
-            pages = int(conn.execute("SELECT count(*) FROM pages").fetchone()[0])
-            vocab = Vocabulary(epoch, generation, dict(conn.execute("SELECT term, doc FROM temp.vocab")), pages)
+            if not load:
+                return None
+            vocab = Vocabulary(epoch, generation, dict(conn.execute("SELECT term, doc FROM temp.vocab")), int(meta.get("pages", 0)))
             shared.vocabulary = vocab
         elif vocab.generation < generation:
             rows = conn.execute("SELECT norm FROM pages WHERE gen > ?", (vocab.generation,)).fetchall()
-            vocab.add_pages((_unpack(norm).split() for (norm,) in rows), generation)
+            vocab.add_pages((_unpack(norm).split() for (norm,) in rows), generation, int(meta.get("pages", 0)))
         return vocab
 
     def search(
@@ -632,7 +665,7 @@ class SearchIndex:
         groups = parsed.groups
         if not groups or book_nums == []:
             return SearchResponse(query, 0, offset, limit, _ms(started), [])
-        plan = _TierPlan(parsed, self.vocabulary())
+        plan = _TierPlan(parsed, TermStats(self, conn))
         needed = offset + limit
         ranked: list[tuple[float, int]] = []  # (score, rowid) for the hits of this page of results
         total = 0
@@ -640,7 +673,7 @@ class SearchIndex:
         step: _Step | None = None
         for step in plan.steps(lambda: total < needed):
             match = step.match if not earlier else f"({step.match}) NOT ({' OR '.join(f'({m})' for m in earlier)})"
-            found = self._rank_tier(conn, match, where, params, parsed, plan.vocab, step.band, max(0, offset - total), needed - total)
+            found = self._rank_tier(conn, match, where, params, parsed, plan.stats, step.band, max(0, offset - total), needed - total)
             ranked.extend(found.hits)
             total += found.size
             earlier.append(step.match)
@@ -649,7 +682,7 @@ class SearchIndex:
         hits = self._hits(conn, ranked[:limit], groups)
         return SearchResponse(query, total, offset, limit, _ms(started), hits)
 
-    def _rank_tier(self, conn: sqlite3.Connection, match: str, where: str, params: list[Any], parsed: ParsedQuery, vocab: Vocabulary, band: float, start: int, stop: int) -> _TierRows:
+    def _rank_tier(self, conn: sqlite3.Connection, match: str, where: str, params: list[Any], parsed: ParsedQuery, stats: TermStats, band: float, start: int, stop: int) -> _TierRows:
         """The tier's size and its hits ranked start..stop (BM25 re-ranked by proximity in fixed blocks)."""
         hits: list[tuple[float, int]] = []
         size: int | None = None
@@ -663,7 +696,7 @@ class SearchIndex:
                 ).fetchall()
                 if len(rows) < hi - lo:
                     size = lo + len(rows)
-                reranked = self._rerank(conn, rows, parsed, band, vocab)
+                reranked = self._rerank(conn, rows, parsed, band, stats)
                 hits.extend(reranked[max(start - lo, 0):max(0, min(stop - lo, len(reranked)))])
                 if size is not None:
                     break
@@ -671,7 +704,7 @@ class SearchIndex:
             size = int(conn.execute(f"SELECT count(*) FROM fts WHERE fts MATCH ?{where}", [match, *params]).fetchone()[0])
         return _TierRows(size, hits)
 
-    def _rerank(self, conn: sqlite3.Connection, rows: list[tuple[int, float]], parsed: ParsedQuery, band: float, vocab: Vocabulary) -> list[tuple[float, int]]:
+    def _rerank(self, conn: sqlite3.Connection, rows: list[tuple[int, float]], parsed: ParsedQuery, band: float, stats: TermStats) -> list[tuple[float, int]]:
         """Order one block: FTS5's BM25 for one exact term or phrase; else BM25 over the query's groups
         (a group's spellings count as one term, so a rare misspelling weighs no more than the word)
         times the proximity factor."""
@@ -683,7 +716,7 @@ class SearchIndex:
             marks = ",".join("?" * len(rows))
             pages = {rowid: _unpack(norm) for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows])}
             average = sum(text.count(" ") + 1 for text in pages.values()) / max(1, len(pages))
-            weights = group_idf(parsed.groups, vocab)
+            weights = group_idf(parsed.groups, stats)
             options = sequence_options(parsed)
             matcher = PageMatcher(parsed.groups)
             scored = [(page_relevance(pages.get(rowid, ""), matcher, options, weights, average), rowid) for rowid, _ in rows]
@@ -707,9 +740,7 @@ class SearchIndex:
         return hits
 
     def _all_book_numbers(self, conn: sqlite3.Connection) -> dict[str, int]:
-        numbers = dict(conn.execute("SELECT book, num FROM books").fetchall())
-        self._shared.book_numbers.update(numbers)
-        return numbers
+        return dict(conn.execute("SELECT book, num FROM books").fetchall())
 
     def _book_filter(self, conn: sqlite3.Connection, books: list[str] | None) -> list[int] | None:
         if not books:
@@ -792,15 +823,15 @@ class _TierRows:
 class _TierPlan:
     """The query's match tiers, strictest first, each a superset of the one before."""
 
-    def __init__(self, parsed: ParsedQuery, vocab: Vocabulary) -> None:
+    def __init__(self, parsed: ParsedQuery, stats: TermStats) -> None:
         self.groups = groups = parsed.groups
         self.quoted_only = parsed.quoted_only
-        self.vocab = vocab
+        self.stats = stats
         self._near: dict[str, list[str]] = {}
         self.phrase_like = len(parsed.sequence) >= PHRASE_LIKE_TERMS and not parsed.quoted_only
         for group in groups:
-            group.pages = vocab.doc_freq.get(group.terms[0], 0) if len(group.terms) == 1 else 0
-            group.common = vocab.pages >= COMMON_MIN_PAGES and group.pages > COMMON_SHARE * vocab.pages
+            group.pages = stats.doc_freq(group.terms[0]) if len(group.terms) == 1 else 0
+            group.common = stats.pages >= COMMON_MIN_PAGES and group.pages > COMMON_SHARE * stats.pages
         self.sequence_length = len(parsed.sequence)
 
     def steps(self, wanted: Callable[[], bool]) -> Iterator[_Step]:
@@ -818,8 +849,8 @@ class _TierPlan:
             yield _Step(float(tier), expression, expression)
 
     def _tiers(self, wanted: Callable[[], bool]) -> Iterator[tuple[int, str]]:
-        groups, vocab = self.groups, self.vocab
-        unknown = {t for g in groups for t in g.terms if t not in vocab}
+        groups, stats = self.groups, self.stats
+        unknown = {t for g in groups for t in g.terms if t not in stats}
         previous = ""
         if not unknown:
             previous = _and(groups)
@@ -866,29 +897,28 @@ class _TierPlan:
         the two then looks like a misreading of the other, while two spellings about as common are two
         words (word4 and word5).
         """
-        if term not in self.vocab:
+        if term not in self.stats:
             if expand and term not in self._near:
                 self._near[term] = self._likely_meant(term)
             return self._near.get(term, []) if expand else []
         if not expand:
             return [term]
         if term not in self._near:
-            self._near[term] = self.vocab.near(term, keep=self._unlike_in_frequency(term))
+            self._near[term] = self.stats.near(term, keep=self._unlike_in_frequency(term))
         return [term] + self._near[term]
 
     def _likely_meant(self, term: str) -> list[str]:
         """Near spellings of a term the index lacks, without the misreadings of them: a typed word's
         neighbours include many one-page OCR errors, which would outrank the word itself."""
-        found = self.vocab.near(term, limit=None)
-        doc_freq = self.vocab.doc_freq
-        top = max((doc_freq.get(name, 0) for name in found), default=0)
-        return [name for name in found if doc_freq.get(name, 0) * MISREADING_SHARE >= top][:MAX_EXPANSIONS]
+        found = self.stats.near(term, limit=None)
+        top = max((self.stats.doc_freq(name) for name in found), default=0)
+        return [name for name in found if self.stats.doc_freq(name) * MISREADING_SHARE >= top][:MAX_EXPANSIONS]
 
     def _unlike_in_frequency(self, term: str) -> Callable[[str], bool]:
         """Accept a near spelling of an indexed term when one of the two is far rarer than the other."""
-        doc_freq = self.vocab.doc_freq
-        own = doc_freq.get(term, 0)
-        return lambda other: doc_freq.get(other, 0) * OCR_VARIANT_RARITY <= own or own * TYPO_RARITY <= doc_freq.get(other, 0)
+        doc_freq = self.stats.doc_freq
+        own = doc_freq(term)
+        return lambda other: doc_freq(other) * OCR_VARIANT_RARITY <= own or own * TYPO_RARITY <= doc_freq(other)
 
 
 def _product_size(options: list[list[str]]) -> int:
@@ -972,15 +1002,15 @@ def sequence_options(parsed: ParsedQuery) -> list[set[str]]:
     return options
 
 
-def group_idf(groups: list[QueryGroup], vocab: Vocabulary) -> list[float]:
+def group_idf(groups: list[QueryGroup], stats: TermStats) -> list[float]:
     """BM25 idf of each group, counting all its spellings as one term."""
-    pages = max(vocab.pages, 1)
+    pages = max(stats.pages, 1)
     weights = []
     for group in groups:
         if len(group.terms) == 1:
-            found = min(pages, sum(vocab.doc_freq.get(v[0], 0) for v in group.variants))
+            found = min(pages, sum(stats.doc_freq(v[0]) for v in group.variants))
         else:
-            found = max((min(vocab.doc_freq.get(t, 0) for t in v) for v in group.variants), default=0)
+            found = max((min(stats.doc_freq(t) for t in v) for v in group.variants), default=0)
         weights.append(math.log(1 + (pages - found + 0.5) / (found + 0.5)))
     return weights
 
@@ -1128,6 +1158,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-16000")
     conn.execute("PRAGMA mmap_size=268435456")
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, fts, 'row')")
     return conn
 
 
@@ -1135,8 +1166,14 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     conn.executemany(
         "INSERT OR IGNORE INTO meta VALUES(?, ?)",
-        [("format", INDEX_FORMAT), ("normalizer", str(NORMALIZER_VERSION)), ("generation", "0"), ("epoch", uuid.uuid4().hex)],
+        [("format", INDEX_FORMAT), ("normalizer", str(NORMALIZER_VERSION)), ("generation", "0"), ("epoch", uuid.uuid4().hex), ("pages", "0")],
     )
+
+
+def _count_pages(conn: sqlite3.Connection, change: int) -> None:
+    """Keep meta 'pages' (BM25's page count) without counting the table on every search."""
+    if change:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'pages'", (change,))
 
 
 def _check_index_file(path: Path) -> str | None:

@@ -154,3 +154,27 @@ def test_an_index_made_by_an_older_normalisation_is_rebuilt(corpus: Corpus, capl
     assert search_library(corpus, "lions").total == 1
     assert "another text normalisation" in caplog.text
     assert index._conn().execute("SELECT value FROM meta WHERE key='normalizer'").fetchone()[0] != "0"
+
+
+def test_a_full_reindex_drops_books_that_are_gone(corpus: Corpus) -> None:
+    make_book(corpus, "kept", ["alpha page about lions"])
+    make_book(corpus, "gone", ["beta page about lions"])
+    SearchIndex(corpus).add_page("loose", 1, "lions without a manifest")
+    assert search_library(corpus, "lions").total == 3
+    for path in sorted((corpus.root / "gone").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (corpus.root / "gone").rmdir()
+    assert SearchIndex(corpus).reindex() == 1
+    assert [hit.book for hit in search_library(corpus, "lions").hits] == ["kept"]
+    assert SearchIndex(corpus).book_ids() == ["kept"]
+
+
+def test_the_page_count_follows_every_write(corpus: Corpus) -> None:
+    make_book(corpus, "kept", ["one", "two", "three"])
+    index = SearchIndex(corpus)
+    index.add_page("loose", 1, "four")
+    index.add_page("loose", 1, "four again")
+    index.remove_page("kept", 2)
+    actual = index._conn().execute("SELECT count(*) FROM pages").fetchone()[0]
+    assert index.page_count() == actual == 3
+    assert index.reindex() == 3 and index.page_count() == 3

@@ -1,0 +1,178 @@
+"""The index file ``CORPUS/index.sqlite``: its schema, connections, validity checks, and the
+per-process state shared by every :class:`~server.search.index.SearchIndex` on one file.
+
+Rows of ``pages`` and ``fts`` are numbered ``book number << PAGE_BITS | page``, so a book's pages
+are one rowid range.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+from ocr_backend.errors import BookOcrError
+from server.corpus import PageRangeError
+from server.normalize import NORMALIZER_VERSION
+from server.search.manifests import Manifests
+from server.search.vocabulary import Vocabulary
+
+INDEX_FILE = "index.sqlite"
+INDEX_FORMAT = "bookocr-search/1"
+PAGE_BITS = 20  # rowid = book number << PAGE_BITS | page: a book's pages are one rowid range
+PAGE_MASK = (1 << PAGE_BITS) - 1
+BUSY_TIMEOUT_MS = 15_000
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS books(num INTEGER PRIMARY KEY, book TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS pages(
+    id INTEGER PRIMARY KEY,  -- book num << {PAGE_BITS} | page
+    label TEXT,
+    gen INTEGER NOT NULL,    -- write generation, lets readers pick up new vocabulary cheaply
+    text BLOB NOT NULL,      -- zlib: the page markdown, for snippets
+    norm BLOB NOT NULL       -- zlib: its normalised terms, for proximity and exact deletes
+);
+CREATE INDEX IF NOT EXISTS pages_gen ON pages(gen);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+    body, content='', detail=full, tokenize='unicode61 remove_diacritics 0'
+);
+"""
+
+
+class SearchIndexError(BookOcrError):
+    pass
+
+
+class Shared:
+    """Per-process state of one index file, shared by every SearchIndex on it."""
+
+    def __init__(self, path: Path) -> None:
+        self.lock = threading.RLock()  # opening, validating and rebuilding
+        self.write_lock = threading.Lock()  # one writer per process; busy timeout across processes
+        self.local = threading.local()
+        self.ready_inode: int | None = None
+        self.vocabulary: Vocabulary | None = None
+        self.last_sync = 0.0
+        self.manifests = Manifests(str(path.parent))
+        self.notice: str | None = None
+
+
+SHARED: dict[Path, Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_for(path: Path) -> Shared:
+    shared = SHARED.get(path)
+    if shared is None:
+        key = path.resolve()
+        with _SHARED_LOCK:
+            shared = SHARED.setdefault(key, SHARED.get(key) or Shared(key))
+            SHARED[path] = shared
+    return shared
+
+
+def pack(text: str) -> bytes:
+    return zlib.compress(text.encode("utf-8"), 1)
+
+
+def unpack(blob: bytes) -> str:
+    return zlib.decompress(blob).decode("utf-8")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-16000")
+    conn.execute("PRAGMA mmap_size=268435456")
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, fts, 'row')")
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+    conn.executemany(
+        "INSERT OR IGNORE INTO meta VALUES(?, ?)",
+        [("format", INDEX_FORMAT), ("normalizer", str(NORMALIZER_VERSION)), ("generation", "0"), ("epoch", uuid.uuid4().hex), ("pages", "0")],
+    )
+
+
+def count_pages(conn: sqlite3.Connection, change: int) -> None:
+    """Keep meta 'pages' (BM25's page count) without counting the table on every search."""
+    if change:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'pages'", (change,))
+
+
+def check_index_file(path: Path) -> str | None:
+    """None if the file is a current index; 'normalizer' if only its normalisation is older; else what is wrong."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            conn.execute("SELECT count(*) FROM books").fetchone()
+            conn.execute("SELECT id FROM pages LIMIT 1").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise SearchIndexError(f"the search index {path} is locked by another process; try again") from exc
+        return f"not a bookocr index: {exc}"
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    if meta.get("format") != INDEX_FORMAT:
+        return f"format {meta.get('format')!r}, expected {INDEX_FORMAT!r}"
+    if meta.get("normalizer") != str(NORMALIZER_VERSION):
+        return "normalizer"
+    return None
+
+
+def move_aside(path: Path) -> Path:
+    target = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    if path.exists():
+        os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(path.name + suffix)
+        if extra.exists():
+            extra.unlink()
+    return target
+
+
+def file_inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    message = str(exc).lower()
+    return any(word in message for word in ("malformed", "not a database", "corrupt", "no such table"))
+
+
+def book_rows(conn: sqlite3.Connection, num: int) -> list[int]:
+    """Row ids of the indexed pages of book number ``num``."""
+    return [r for (r,) in conn.execute("SELECT id FROM pages WHERE id BETWEEN ? AND ?", (num << PAGE_BITS, num << PAGE_BITS | PAGE_MASK))]
+
+
+def rowid_filter(book_nums: list[int] | None, pages: tuple[int, int] | None) -> tuple[str, list[Any]]:
+    """SQL (`` AND ...``) and its parameters that keep an FTS5 match to these books' rows and this page range."""
+    lo, hi = 1, PAGE_MASK
+    if pages is not None:
+        lo, hi = pages
+        if not (isinstance(lo, int) and isinstance(hi, int)) or not 1 <= lo <= hi:
+            raise PageRangeError(f"page range {pages!r} is invalid: use (first, last) with 1 <= first <= last")
+        hi = min(hi, PAGE_MASK)
+    if not book_nums:
+        return ("", []) if pages is None else (" AND (rowid & ?) BETWEEN ? AND ?", [PAGE_MASK, lo, hi])
+    ranges = [(num << PAGE_BITS | lo, num << PAGE_BITS | hi) for num in book_nums]
+    if len(ranges) == 1:
+        return " AND rowid >= ? AND rowid <= ?", list(ranges[0])
+    return " AND (" + " OR ".join("rowid BETWEEN ? AND ?" for _ in ranges) + ")", [x for r in ranges for x in r]

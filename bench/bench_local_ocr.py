@@ -40,6 +40,7 @@ import numpy as np
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
+from ocr_backend.engines.local import DET_LONG_SIDE, LocalEngine
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from ocr_backend.sources import open_source
 from server.sample_book import rasterise_pdf
@@ -256,7 +257,12 @@ def main() -> int:
         return 0
     gt = [json.loads(line) for line in gt_path.read_text().splitlines() if line.strip()]
     tess_version = tesseract_version()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; long side {args.long_side} px")
+    engine = LocalEngine()
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"local: {engine.version()} on {engine.backend}, {engine.workers} workers x {engine.threads} thread(s), "
+        f"page images {args.long_side} px long side, detector at most {DET_LONG_SIDE} px, no angle classifier"
+    )
     if tess_version is None:
         print("tesseract: not installed, its columns are skipped (Debian: apt-get install tesseract-ocr)")
     else:

@@ -68,8 +68,11 @@ MAX_COLUMN_GAP = 2.0  # a column region ends at a vertical gap wider than this
 COLUMN_LINE_CHARS = 12  # a column must hold text lines of at least this many characters ...
 COLUMN_MIN_LINES = 3  # ... and at least this many of them on each side of the gutter
 HEADING_RATIO = 1.25  # a row this much larger than body text is a heading
+SOFT_HEADING_RATIO = 1.12  # ... and so is a short standalone row this much larger
+WIDE_TYPE_RATIO = 1.25  # ... or one whose letters are this much wider
 TITLE_RATIO = 1.6  # ... and this much larger a top-level heading
 HEADING_MAX_WORDS = 16
+SOFT_HEADING_MAX_WORDS = 8
 MAX_HEADING_ROWS = 3
 FURNITURE_MAX_WORDS = 10
 TOP_ZONE = 0.2  # share of the page height searched for running heads
@@ -79,6 +82,7 @@ _FOLIO = re.compile(r"^(?:page\s+)?[(\[\-–—·•]*\s*(?:\d{1,4}|[ivxlcdm]{1,
 _MATH_CHARS = re.compile(r"[=+±√∑∏∫<>≤≥^∞]")
 _SENTENCE_END = re.compile(r"[.!?:;”\"')\]]$")
 _HYPHENS = ("-", "\u2010", "\u00ad")
+_FUNCTION_WORDS = frozenset("a an and as at by for from in into is of on or that the to which with".split())
 
 RowKind = Literal["text", "heading", "display"]
 
@@ -134,6 +138,7 @@ class _Paragraph:
 class _Metrics:
     unit: float  # typical line-box height: the yardstick for gaps and indents
     size: float  # typical text size (font size when known, else box height)
+    char_width: float  # typical width of one character: grows with the type size too
 
 
 def build_markdown(lines: list[TextLine], width: float, height: float) -> PageLayout:
@@ -189,7 +194,15 @@ def _clean(line: TextLine) -> TextLine | None:
 
 def _measure(lines: Sequence[TextLine]) -> _Metrics:
     texty = [ln for ln in lines if len(ln.text) >= 10] or list(lines)
-    return _Metrics(unit=statistics.median(ln.box_height for ln in texty), size=statistics.median(ln.height for ln in texty))
+    return _Metrics(
+        unit=statistics.median(ln.box_height for ln in texty),
+        size=statistics.median(ln.height for ln in texty),
+        char_width=statistics.median(_char_width(ln) for ln in texty),
+    )
+
+
+def _char_width(line: TextLine) -> float:
+    return (line.x1 - line.x0) / max(1, len(line.text))
 
 
 def _group_rows(lines: Sequence[TextLine]) -> list[_Row]:
@@ -270,7 +283,7 @@ def _is_folio_row(row: _Row) -> bool:
     if any(_FOLIO.match(p.text) for p in row.parts):
         return True
     tokens = row.text.split()
-    return bool(tokens) and (tokens[0].isdigit() or tokens[-1].isdigit()) and len(tokens[0] if tokens[0].isdigit() else tokens[-1]) <= 4
+    return any(token.isdigit() and len(token) <= 4 for token in (tokens[0], tokens[-1]))
 
 
 def _is_head_row(row: _Row, m: _Metrics) -> bool:
@@ -405,15 +418,15 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
     width = max(right - left, m.unit)
     pitch = statistics.median([b.y0 - a.y0 for a, b in zip(rows, rows[1:])] or [m.unit * 1.2])
     pitch = max(pitch, m.unit)
+    passage = _large_type_passages(rows, m)
     kinds: list[tuple[RowKind, int]] = []
     for i, row in enumerate(rows):
-        prev = rows[i - 1] if i else None
-        kind = _classify(row, prev, m, left, right, width)
+        prev, nxt = (rows[i - 1] if i else None), (rows[i + 1] if i + 1 < len(rows) else None)
+        kind = _classify(row, prev, nxt, m, left, right, width, may_head=i not in passage)
         if kind[0] != "heading" and prev is not None and kinds[-1][0] == "heading" and row.y0 - prev.y1 < 0.8 * m.unit:
-            carried = _heading_level(row, prev, m, continuing=True)
+            carried = _heading_level(row, prev, None, m, continuing=True)
             kind = ("heading", carried) if carried == kinds[-1][1] else kind  # a heading's second row
         kinds.append(kind)
-    kinds = _demote_long_headings(kinds, rows, m)
     paragraphs: list[_Paragraph] = []
     for i, (row, (kind, level)) in enumerate(zip(rows, kinds)):
         last = paragraphs[-1] if paragraphs else None
@@ -424,23 +437,26 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
     return paragraphs
 
 
-def _demote_long_headings(kinds: list[tuple[RowKind, int]], rows: list[_Row], m: _Metrics) -> list[tuple[RowKind, int]]:
-    """More than MAX_HEADING_ROWS large rows set close together are a passage in large type (an abstract), not a heading."""
-    out = list(kinds)
+def _large_type_passages(rows: list[_Row], m: _Metrics) -> set[int]:
+    """Rows in a run of more than MAX_HEADING_ROWS close-set rows of one larger size: a passage in large type (an abstract), not headings."""
+    passage: set[int] = set()
     i = 0
-    while i < len(out):
-        j = i + 1
-        if out[i][0] == "heading":
-            while j < len(out) and out[j] == out[i] and rows[j].y0 - rows[j - 1].y1 < 0.8 * m.unit:
-                j += 1
-            if j - i > MAX_HEADING_ROWS:
-                out[i:j] = [("text", 0)] * (j - i)
-        i = j
-    return out
+    while i < len(rows):
+        j = i
+        while j < len(rows) and _size(rows[j]) >= SOFT_HEADING_RATIO * m.size and (
+            j == i or (rows[j].y0 - rows[j - 1].y1 < 0.8 * m.unit and abs(_size(rows[j]) / _size(rows[i]) - 1) < 0.15)
+        ):
+            j += 1
+        if j - i > MAX_HEADING_ROWS:
+            passage.update(range(i, j))
+        i = max(j, i + 1)
+    return passage
 
 
-def _classify(row: _Row, prev: _Row | None, m: _Metrics, left: float, right: float, width: float) -> tuple[RowKind, int]:
-    level = _heading_level(row, prev, m)
+def _classify(
+    row: _Row, prev: _Row | None, nxt: _Row | None, m: _Metrics, left: float, right: float, width: float, may_head: bool = True
+) -> tuple[RowKind, int]:
+    level = _heading_level(row, prev, nxt, m) if may_head else 0
     if level:
         return "heading", level
     margin_left, margin_right = row.x0 - left, right - row.x1
@@ -448,23 +464,37 @@ def _classify(row: _Row, prev: _Row | None, m: _Metrics, left: float, right: flo
     return ("display", 0) if centred else ("text", 0)
 
 
-def _heading_level(row: _Row, prev: _Row | None, m: _Metrics, continuing: bool = False) -> int:
-    """1 or 2 for a row set clearly larger than the text, 3 for a short standalone caps/bold row."""
+def _heading_level(row: _Row, prev: _Row | None, nxt: _Row | None, m: _Metrics, continuing: bool = False) -> int:
+    """1 or 2 for a row set larger than the text, 3 for a short standalone caps/bold row, else 0."""
     text = row.text
     letters = [ch for ch in text if ch.isalpha()]
-    if len(letters) < 2 or (letters[0].islower() and not continuing) or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
+    if len(letters) < 2 or row.words > HEADING_MAX_WORDS or _MATH_CHARS.search(text) or text.endswith((*_HYPHENS, ",")):
+        return 0
+    if letters[0].islower() and not continuing:
         return 0
     ratio = _size(row) / m.size if m.size else 1.0
     if ratio >= TITLE_RATIO:
         return 1
-    if ratio >= HEADING_RATIO:
-        return 2
+    if text.split()[-1].lower() in _FUNCTION_WORDS:
+        return 0  # a line cut off mid-phrase ("... deliberations on the"): running text in larger type
+    if ratio >= HEADING_RATIO and not text.endswith(".") and (row.words >= 2 or len(letters) >= 6):
+        return 2  # short words get relatively tall OCR boxes: "Thus" alone is no heading
     standalone = prev is None or bool(_SENTENCE_END.search(prev.text)) or row.y0 - prev.y1 >= 0.8 * m.unit
+    if not standalone or row.words > 12 or text.endswith("."):
+        return 0
+    apart_below = nxt is None or nxt.y0 - row.y1 >= 0.5 * m.unit
+    # OCR boxes grow much less than the type does, but the letters grow wider as much
+    wide = ratio >= 1.0 and _char_width(row.main) >= WIDE_TYPE_RATIO * m.char_width
+    if (ratio >= SOFT_HEADING_RATIO or wide) and apart_below and not continuing and _title_like(text):
+        return 2
     caps = len(letters) >= 4 and all(ch.isupper() for ch in letters)
     bold = all(p.bold for p in row.parts)
-    if standalone and (caps or bold) and row.words <= 12 and ratio >= 0.85 and not text.endswith("."):
-        return 3
-    return 0
+    return 3 if (caps or bold) and ratio >= 0.85 else 0
+
+
+def _title_like(text: str) -> bool:
+    """A few real words: what a heading in only slightly larger type must at least be."""
+    return 2 <= len(text.split()) <= SOFT_HEADING_MAX_WORDS and sum(ch.isalpha() for ch in text) >= 6
 
 
 def _continues(last: _Paragraph, kind: RowKind, level: int, row: _Row, prev: _Row, m: _Metrics, left: float, right: float, pitch: float) -> bool:

@@ -7,6 +7,7 @@ sessions: on a few cores, whole pages in parallel beat one page on many threads.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import time
@@ -28,7 +29,7 @@ MAX_WORKERS = 4  # each worker holds its own models (~150 MB)
 # right (measured against a PDF's own line boxes); trimmed so narrow column gutters show.
 BOX_OVERHANG = 0.15
 DET_LONG_SIDE = 1280  # the detector sees the page at most this size; lines are read at full size
-REC_BATCH = 16
+REC_BATCH = 1  # lines one by one: batches pad every line to the widest, slower on the CPU (measured)
 
 RAPIDOCR_PARAMS: dict[str, Any] = {
     "Global.log_level": "error",  # its INFO lines would flood stderr on every page
@@ -37,28 +38,38 @@ RAPIDOCR_PARAMS: dict[str, Any] = {
     "Global.use_cls": False,
     "Det.limit_type": "max",
     "Det.limit_side_len": DET_LONG_SIDE,
+    "Det.box_thresh": 0.3,  # the default 0.5 drops a lone page number ("2") on a speckled scan
     "Rec.rec_batch_num": REC_BATCH,
     "EngineConfig.onnxruntime.inter_op_num_threads": 1,
 }
+
+
+def default_backend() -> str:
+    """OpenVINO runs the same ONNX models about 2.5x faster on the CPU (measured); used when installed."""
+    return "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
 
 
 class LocalEngine(OcrEngine):
     name = "local"
     description = "RapidOCR (PP-OCR) on the CPU; works offline"
 
-    def __init__(self, workers: int | None = None, threads: int | None = None, **_: Any) -> None:
+    def __init__(self, workers: int | None = None, threads: int | None = None, backend: str | None = None, **_: Any) -> None:
         cores = os.cpu_count() or 1
         self.workers = max(1, workers or min(cores, MAX_WORKERS))
         self.threads = max(1, threads or cores // self.workers)
+        self.backend = backend or default_backend()
+        if self.backend not in ("onnxruntime", "openvino"):
+            raise EngineError(f"unknown backend {self.backend!r} for the local engine: onnxruntime or openvino")
         self._local = threading.local()
         self._models: list[Any] = []
         self._lock = threading.Lock()
 
     def version(self) -> str:
         try:
-            return f"rapidocr-{metadata.version('rapidocr')}"
+            version = metadata.version("rapidocr")
         except metadata.PackageNotFoundError:
-            return "rapidocr-unknown"
+            version = "unknown"
+        return f"rapidocr-{version}" + ("+openvino" if self.backend == "openvino" else "")
 
     def _model(self) -> Any:
         """This thread's RapidOCR (ONNX sessions are not shared between workers).
@@ -70,10 +81,18 @@ class LocalEngine(OcrEngine):
         if model is None:
             threads = self.threads if getattr(self._local, "pooled", False) else self.workers * self.threads
             try:
-                from rapidocr import RapidOCR
+                from rapidocr import EngineType, RapidOCR
             except ImportError as exc:  # pragma: no cover - a broken install
                 raise EngineError("the local engine needs the 'rapidocr' and 'onnxruntime' packages: pip install rapidocr onnxruntime") from exc
             params = {**RAPIDOCR_PARAMS, "EngineConfig.onnxruntime.intra_op_num_threads": threads}
+            if self.backend == "openvino":
+                params |= {
+                    "Det.engine_type": EngineType.OPENVINO,
+                    "Rec.engine_type": EngineType.OPENVINO,
+                    "EngineConfig.openvino.inference_num_threads": threads,
+                    # pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s)
+                    "EngineConfig.openvino.enable_cpu_pinning": False,
+                }
             model = RapidOCR(params=params)
             self._local.model = model
             with self._lock:

@@ -70,7 +70,7 @@ class CachedLocalEngine(LocalEngine):
     """The local engine, with RapidOCR's lines cached per page so re-runs skip recognition."""
 
     def __init__(self, cache_dir: Path) -> None:
-        super().__init__()
+        super().__init__(workers=1)  # one worker: the page number below is per engine, not per thread
         self.cache_dir = cache_dir
         self._page = 0
 

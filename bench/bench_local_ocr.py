@@ -14,7 +14,8 @@ Usage: .venv/bin/python bench/bench_local_ocr.py [--data ../shared/testdata] [--
    OCR, layout, writing) against Tesseract on the same pages (render + OCR, both cores used), as
    the median of interleaved rounds.
 
-Skips (exit 0) when the data is absent; the Tesseract columns are skipped with a message when the
+The local engine runs on OpenVINO when the ``openvino`` package is installed, else on onnxruntime;
+the header line says which. Skips (exit 0) when the data is absent; the Tesseract columns are skipped with a message when the
 ``tesseract`` command is not installed (Debian: ``apt-get install tesseract-ocr``).
 """
 

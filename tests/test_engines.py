@@ -95,3 +95,22 @@ def test_full_page_scan_uses_native_pixels(tmp_path: Path) -> None:
         image, meta = source.render(1, RenderSettings(long_side=1600))
     assert meta["source"] == "native" and meta["native_size"] == [850, 1100]
     assert max(image.size) == 1600
+
+
+def test_auto_streams_a_mixed_book_through_both_engines(corpus: Corpus, tmp_path: Path) -> None:
+    """Text pages and scanned pages interleaved: every page lands once, in place, with its engine and reason."""
+    scan = scan_with_hidden_layer(tmp_path / "scan.pdf", None)
+    mixed = pymupdf.open()
+    for n in range(6):
+        if n % 3 == 1:
+            mixed.insert_pdf(pymupdf.open(scan))
+        else:
+            page = mixed.new_page(width=612, height=792)
+            page.insert_textbox(pymupdf.Rect(40, 40, 570, 750), f"Page {n + 1}. " + CLEAN_TEXT, fontsize=11)
+    mixed.save(tmp_path / "mixed.pdf")
+    state = ocr_book(corpus, tmp_path / "mixed.pdf", RunOptions(engine="auto"), engine=AutoEngine(ocr=StubOcr()))
+    assert state.done == 6 and state.failed == 0
+    pages = corpus.book("mixed").pages
+    assert [m["engine"] for m in pages] == ["text-layer", "local", "text-layer", "text-layer", "local", "text-layer"]
+    assert all(m["reason"] for m in pages)
+    assert "Page 4." in corpus.book("mixed").read_page(4).markdown

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.local import LocalEngine
 from ocr_backend.engines.text_layer import TextLayerEngine
 from ocr_backend.textlayer import judge_text_layer
+
+_END = None
 
 
 class AutoEngine(OcrEngine):
@@ -27,10 +32,68 @@ class AutoEngine(OcrEngine):
     def recognize(self, page: PageInput) -> PageResult:
         verdict = judge_text_layer(page.text_layer)
         engine = self.text if verdict.trusted else self.ocr
-        result = engine.safe_recognize(page)
+        return self._explained(engine.safe_recognize(page), verdict.reason)
+
+    def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
+        """Text-layer pages come back at once; pages that need OCR stream through the OCR engine's
+        own ``recognize_many`` (its worker pool) on a background thread, started only if needed."""
+        to_ocr: queue.Queue[PageInput | None] = queue.Queue(maxsize=2)
+        done: queue.Queue[PageResult | BaseException] = queue.Queue()
+        reasons: dict[int, str] = {}
+        worker: threading.Thread | None = None
+        outstanding = 0
+
+        def run_ocr() -> None:
+            try:
+                for result in self.ocr.recognize_many(iter(to_ocr.get, _END)):
+                    done.put(result)
+            except BaseException as exc:  # surfaced to the consumer below
+                done.put(exc)
+
+        def collect(block: bool) -> Iterator[PageResult]:
+            nonlocal outstanding
+            while outstanding and (block or not done.empty()):
+                item = done.get()
+                if isinstance(item, BaseException):
+                    raise item
+                outstanding -= 1
+                yield self._explained(item, reasons.pop(item.number, ""))
+
+        try:
+            for page in pages:
+                verdict = judge_text_layer(page.text_layer)
+                if verdict.trusted:
+                    yield self._explained(self.text.safe_recognize(page), verdict.reason)
+                else:
+                    if worker is None:
+                        worker = threading.Thread(target=run_ocr, name="bookocr-auto-ocr", daemon=True)
+                        worker.start()
+                    reasons[page.number] = verdict.reason
+                    outstanding += 1
+                    to_ocr.put(page)
+                yield from collect(block=False)
+            if worker is not None:
+                to_ocr.put(_END)
+            yield from collect(block=True)
+        finally:
+            if worker is not None and worker.is_alive():
+                _drain_then_end(to_ocr)
+
+    @staticmethod
+    def _explained(result: PageResult, reason: str) -> PageResult:
         if not result.reason:
-            result.reason = verdict.reason
+            result.reason = reason
         return result
 
     def close(self) -> None:
         self.ocr.close()
+
+
+def _drain_then_end(pages: queue.Queue[PageInput | None]) -> None:
+    """Stop the OCR thread early (the run was cancelled): drop queued pages, then say 'no more'."""
+    while True:
+        try:
+            pages.get_nowait()
+        except queue.Empty:
+            break
+    pages.put(_END)

@@ -14,7 +14,7 @@ from ocr_backend.errors import BookOcrError
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from server.corpus import Corpus, default_corpus_dir
 from server.progress import ProgressBar, format_duration
-from server.deepseek_cli import GpuTally, add_deepseek_options, add_deploy, add_reclean, cmd_estimate, connect_gpu_engine, deepseek_engine_options
+from server.deepseek_cli import GpuTally, add_deepseek_options, add_deploy, add_reclean, cmd_estimate, deepseek_engine_options
 from server.runner import RunOptions, book_id_for, ocr_book
 
 Handler = Callable[[argparse.Namespace, Corpus], int]
@@ -52,15 +52,12 @@ def cmd_ocr(args: argparse.Namespace, corpus: Corpus) -> int:
         wait_for_lock=args.wait,
         engine_options=deepseek_engine_options(args, corpus, book_id_for(args.path, args.book)),
     )
-    engine = connect_gpu_engine(options)  # token, network, deployment: checked before the corpus is touched
     bar = ProgressBar()
     tally = GpuTally()
     try:
-        result = ocr_book(corpus, args.path, options, progress=None if args.json else bar, engine=engine, listeners=[tally])
+        result = ocr_book(corpus, args.path, options, progress=None if args.json else bar, listeners=[tally])
     finally:
         bar.close()
-        if engine is not None:
-            engine.close()
     book = corpus.book(result.book)
     summary = {**book.summary(), "run": result.as_dict(), "document": str(book.dir / "document.mmd")}
     text = (

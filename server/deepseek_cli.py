@@ -16,9 +16,8 @@ from typing import Any
 from ocr_backend.deepseek_runner import DEFAULT_MODEL
 from ocr_backend.errors import BookOcrError, EngineError
 from ocr_backend.pricing import DEFAULT_CONTAINERS, estimate
-from ocr_backend.engines import OcrEngine, PageResult, create_engine
+from ocr_backend.engines import PageResult
 from server.corpus import Book, Corpus
-from server.runner import RunOptions
 
 DEEPSEEK_ENGINES = ("deepseek", "deepseek-local")
 GPU_CHOICES = ("A100", "A100-80GB", "H100", "L40S")  # as ocr_backend.modal_app.GPU_CHOICES, without importing modal
@@ -46,20 +45,6 @@ def deepseek_engine_options(args: argparse.Namespace, corpus: Corpus, book_id: s
     if getattr(args, "figures", False):
         options["figures_dir"] = corpus.root / book_id / "pages"
     return options
-
-
-def connect_gpu_engine(options: RunOptions) -> OcrEngine | None:
-    """For the DeepSeek engines: the engine, already connected, so that a missing token,
-    network or deployment stops the command before the corpus is touched."""
-    if options.engine not in DEEPSEEK_ENGINES:
-        return None
-    engine = create_engine(options.engine, **options.engine_options)
-    try:
-        engine.connect()  # type: ignore[attr-defined]
-    except BaseException:
-        engine.close()
-        raise
-    return engine
 
 
 def cmd_estimate(args: argparse.Namespace, corpus: Corpus) -> int:

@@ -131,17 +131,24 @@ def ocr_book(
     book_id = book_id_for(path, options.book)
     with open_source(path) as source:
         pages = parse_pages(options.pages, source.info.page_count)
-        with corpus.lock(book_id, wait=options.wait_for_lock):
-            todo = _pages_to_do(corpus.existing_book(book_id, source.info, options.replace), pages, options.redo)
-            # The engine comes up before the corpus is touched: a missing account or deployment leaves no trace.
-            own_engine = engine is None and bool(todo)
-            if own_engine:
-                engine = create_engine(options.engine, **options.engine_options)
-            try:
+        # The engine comes up before the corpus is touched (the lock included): a missing account,
+        # network or deployment leaves no trace. The manifest is read again under the lock.
+        has_work = bool(_pages_to_do(corpus.existing_book(book_id, source.info, options.replace), pages, options.redo))
+        own_engine = engine is None and has_work
+        if own_engine:
+            engine = create_engine(options.engine, **options.engine_options)
+        try:
+            if has_work and engine is not None:
+                engine.start()
+            with corpus.lock(book_id, wait=options.wait_for_lock):
+                todo = _pages_to_do(corpus.existing_book(book_id, source.info, options.replace), pages, options.redo)
+                if todo and engine is None:  # another run changed the book while we waited for the lock
+                    engine, own_engine = create_engine(options.engine, **options.engine_options), True
+                    engine.start()
                 return _run_book(corpus, book_id, source, pages, todo, engine, options, progress, listeners or [], cancel)
-            finally:
-                if own_engine and engine is not None:
-                    engine.close()
+        finally:
+            if own_engine and engine is not None:
+                engine.close()
 
 
 def _pages_to_do(book: Book | None, pages: list[int], redo: bool) -> list[int]:

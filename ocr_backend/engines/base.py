@@ -69,6 +69,10 @@ class OcrEngine(ABC):
     def languages(self) -> list[str]:
         return ["en"]
 
+    def start(self) -> None:
+        """Check the engine can run (account, network, deployment, models) and raise
+        :class:`~ocr_backend.errors.EngineError` if not. Called before anything is written."""
+
     def needs_image(self, page: PageInput) -> bool:
         """Whether the page must be rendered before :meth:`recognize` sees it.
 

@@ -237,6 +237,9 @@ class DeepseekEngine(OcrEngine):
             self._fallback = LocalEngine()
         return self._fallback
 
+    def start(self) -> None:
+        self.connect()
+
     def connect(self) -> RemoteOcr:
         """The remote class; the first call checks token, network and deployment, fast."""
         if self._remote is None:

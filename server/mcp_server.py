@@ -358,7 +358,7 @@ file, and a message saying what to call next."""
 
     @mcp.tool(title="Read a page", annotations=READ_ONLY)
     def get_page(book: str, page: int | None = None, to_page: int | None = None, printed: str | int | None = None) -> Annotated[CallToolResult, PageMeta]:
-        """Read a page of a book as markdown (formulas in LaTeX, tables in markdown).
+        """Read a page of a book as markdown (formulas in LaTeX and tables in HTML where the engine reads them).
 page: 1-based page number in file order (the PDF page index), not the number printed on the page; \
 the printed number is shown as "printed" when known. Book pages run from 1 to the book's page count \
 (see book_status).

@@ -44,6 +44,21 @@ RAPIDOCR_PARAMS: dict[str, Any] = {
 }
 
 
+# OpenVINO's Python binding initialises C++ statics on a model's first inference; two threads doing
+# that at once deadlock (seen here: both stuck in __cxa_guard_acquire). Each thread's model is built
+# and run once under this lock, so no two first inferences ever overlap.
+_FIRST_INFERENCE_LOCK = threading.Lock()
+
+
+def _warm_up_image() -> np.ndarray:
+    """A small picture with a word on it, so that detection and recognition both run once."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (240, 64), "white")
+    ImageDraw.Draw(image).text((10, 20), "warm up 123", fill="black")
+    return np.asarray(image.resize((480, 128)))
+
+
 def default_backend() -> str:
     """OpenVINO runs the same ONNX models about 2x faster end to end on the CPU (measured); used when installed."""
     return "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
@@ -93,7 +108,9 @@ class LocalEngine(OcrEngine):
                     # pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s)
                     "EngineConfig.openvino.enable_cpu_pinning": False,
                 }
-            model = RapidOCR(params=params)
+            with _FIRST_INFERENCE_LOCK:
+                model = RapidOCR(params=params)
+                model(_warm_up_image())
             self._local.model = model
             with self._lock:
                 self._models.append(model)

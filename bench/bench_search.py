@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_probes import MATH_BOOK, MATH_PAGES, PROBE_PDFS, TESTDATA, Probe, math_probes, nohit_probes, sample_probes  # noqa: E402
 
-import server.search as search_module  # noqa: E402
+from server.search import store as search_store  # noqa: E402
 from ocr_backend.engines.base import PageResult  # noqa: E402
 from ocr_backend.sources import SourceInfo  # noqa: E402
 from server.corpus import DONE_STATUSES, Corpus  # noqa: E402
@@ -163,7 +163,7 @@ def time_single_commits(index: SearchIndex, count: int = 300) -> dict[str, float
 def index_sample(index: SearchIndex, count: int) -> list[tuple[str, int, str]]:
     conn = index._conn()
     rows = conn.execute("SELECT id, text FROM pages WHERE id >> 20 = (SELECT num FROM books WHERE book='gen-0001') LIMIT ?", (count,))
-    return [("gen-0001", rowid & 0xFFFFF, search_module._unpack(blob)) for rowid, blob in rows]
+    return [("gen-0001", rowid & 0xFFFFF, search_store.unpack(blob)) for rowid, blob in rows]
 
 
 def index_bytes(index: SearchIndex) -> int:
@@ -290,7 +290,7 @@ def main() -> int:
     size = index_bytes(index)
     print(f"library: {pages_indexed} pages ({len(probe_pages)} from the probe books), {len(probes)} probes", flush=True)
 
-    search_module._SHARED.clear()  # as a fresh process (the CLI): an exact query needs no vocabulary ...
+    search_store.SHARED.clear()  # as a fresh process (the CLI): an exact query needs no vocabulary ...
     first_exact = search_library(corpus, next(p.query for p in probes if p.kind == "phrase")).elapsed_ms
     first = search_library(corpus, "warm up the vocabulary")  # ... a misspelt one reads it whole, once
     vocabulary = SearchIndex(corpus).vocabulary()

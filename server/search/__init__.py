@@ -39,9 +39,7 @@ expressions), :mod:`.ranking` (running the ladder: BM25, relevance, proximity),
 from server.search.index import SearchIndex, index_listener, search_library, sync_book_quietly
 from server.search.query import STOPWORDS, parse_query
 from server.search.results import SearchHit, SearchResponse
-from server.search.store import SHARED as _SHARED  # noqa: F401  (bench/bench_search.py clears it)
 from server.search.store import SearchIndexError
-from server.search.store import unpack as _unpack  # noqa: F401  (bench/bench_search.py reads pages with it)
 
 __all__ = [
     "STOPWORDS",

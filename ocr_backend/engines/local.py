@@ -1,8 +1,8 @@
-"""Engine ``local``: RapidOCR (PP-OCR ONNX models shipped in the wheel) on the CPU, no network.
+"""Engine ``local``: PP-OCR (the ONNX models that ship in the ``rapidocr`` wheel) on the CPU, no network.
 
-RapidOCR returns unordered text lines; :mod:`ocr_backend.layout` rebuilds the page.
-Pages are OCRed by a small pool of workers, each with its own single-threaded ONNX
-sessions: on a few cores, whole pages in parallel beat one page on many threads.
+:mod:`ocr_backend.ppocr` finds and reads the text lines; :mod:`ocr_backend.layout` rebuilds the page
+from them. Pages are OCRed by a small pool of workers, each with its own single-threaded models: on a
+few cores, whole pages in parallel beat one page on many threads.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ocr_backend import ppocr
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.errors import EngineError
 from ocr_backend.layout import TextLine, build_markdown
@@ -25,27 +26,16 @@ from ocr_backend.layout import TextLine, build_markdown
 MIN_LINE_SCORE = 0.5
 LOW_CONFIDENCE = 0.8
 MAX_WORKERS = 4  # each worker holds its own models (~150 MB)
-# RapidOCR's boxes overhang the ink by about this share of their height on the left and
+# The detector's boxes overhang the ink by about this share of their height on the left and
 # right (measured against a PDF's own line boxes); trimmed so narrow column gutters show.
 BOX_OVERHANG = 0.15
-DET_LONG_SIDE = 1280  # the detector sees the page at most this size; lines are read at full size
-REC_BATCH = 1  # lines one by one: batches pad every line to the widest, slower on the CPU (measured)
-
-RAPIDOCR_PARAMS: dict[str, Any] = {
-    "Global.log_level": "error",  # its INFO lines would flood stderr on every page
-    # The angle classifier is for photos of signs; on book pages it flips good lines
-    # upside down now and then (it turned a clean line into "-  e l  s s"), and costs time.
-    "Global.use_cls": False,
-    "Det.limit_type": "max",
-    "Det.limit_side_len": DET_LONG_SIDE,
-    "Det.box_thresh": 0.3,  # the default 0.5 drops a lone page number ("2") on a speckled scan
-    "Rec.rec_batch_num": REC_BATCH,
-    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-}
-
+# The detector sees the page at most this size; lines are read from the full-size page. 960 would take
+# 0.6x the time at the same error rate on Whitehead's scans, but its slightly different boxes sent a
+# line of the small type on the rasterised multi_column_miss.pdf into the wrong paragraph (measured).
+DET_LONG_SIDE = 1280
 
 # OpenVINO's Python binding initialises C++ statics on a model's first inference; two threads doing
-# that at once deadlock (seen here: both stuck in __cxa_guard_acquire). Each thread's model is built
+# that at once deadlock (seen here: both stuck in __cxa_guard_acquire). Each thread's models are built
 # and run once under this lock, so no two first inferences ever overlap.
 _FIRST_INFERENCE_LOCK = threading.Lock()
 
@@ -59,6 +49,11 @@ def _warm_up_image() -> np.ndarray:
     return np.asarray(image.resize((480, 128)))
 
 
+def _read_page(finder: ppocr.LineFinder, reader: ppocr.LineRecognizer, pixels: np.ndarray) -> list[tuple[np.ndarray, tuple[str, float]]]:
+    """Each line's box (4 corner points) with its text and confidence."""
+    return [(box, reader.read(ppocr.crop_line(pixels, box))) for box in finder.find(pixels)]
+
+
 def default_backend() -> str:
     """OpenVINO runs the same ONNX models about 2x faster end to end on the CPU (measured); used when installed."""
     return "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
@@ -66,7 +61,7 @@ def default_backend() -> str:
 
 class LocalEngine(OcrEngine):
     name = "local"
-    description = "RapidOCR (PP-OCR) on the CPU; works offline"
+    description = "PP-OCR (RapidOCR's models) on the CPU; works offline"
 
     def __init__(self, workers: int | None = None, threads: int | None = None, backend: str | None = None, **_: Any) -> None:
         cores = os.cpu_count() or 1
@@ -76,7 +71,7 @@ class LocalEngine(OcrEngine):
         if self.backend not in ("onnxruntime", "openvino"):
             raise EngineError(f"unknown backend {self.backend!r} for the local engine: onnxruntime or openvino")
         self._local = threading.local()
-        self._models: list[Any] = []
+        self._models_built: list[tuple[ppocr.LineFinder, ppocr.LineRecognizer]] = []
         self._lock = threading.Lock()
 
     def version(self) -> str:
@@ -84,37 +79,30 @@ class LocalEngine(OcrEngine):
             version = metadata.version("rapidocr")
         except metadata.PackageNotFoundError:
             version = "unknown"
-        return f"rapidocr-{version}" + ("+openvino" if self.backend == "openvino" else "")
+        return f"rapidocr-{version}+" + ("openvino-latin" if self.backend == "openvino" else "onnxruntime")
 
-    def _model(self) -> Any:
-        """This thread's RapidOCR (ONNX sessions are not shared between workers).
+    def languages(self) -> list[str]:
+        """Latin-script languages and Greek: the compact head on OpenVINO keeps only those scripts' characters."""
+        latin = ["en", "de", "fr", "es", "it", "pt", "nl", "la", "el"]
+        return latin if self.backend == "openvino" else [*latin, "zh"]
 
-        A pool worker's sessions get their share of the cores; a caller that OCRs pages one
-        at a time on its own thread (the ``auto`` engine) gets sessions using every core.
+    def _models(self) -> tuple[ppocr.LineFinder, ppocr.LineRecognizer]:
+        """This thread's detector and recogniser; models are not shared between workers.
+
+        A pool worker's models get their share of the cores; a caller that OCRs pages one
+        at a time on its own thread (the ``auto`` engine) gets models using every core.
         """
-        model = getattr(self._local, "model", None)
-        if model is None:
+        models = getattr(self._local, "models", None)
+        if models is None:
             threads = self.threads if getattr(self._local, "pooled", False) else self.workers * self.threads
-            try:
-                from rapidocr import EngineType, RapidOCR
-            except ImportError as exc:  # pragma: no cover - a broken install
-                raise EngineError("the local engine needs the 'rapidocr' and 'onnxruntime' packages: pip install rapidocr onnxruntime") from exc
-            params = {**RAPIDOCR_PARAMS, "EngineConfig.onnxruntime.intra_op_num_threads": threads}
-            if self.backend == "openvino":
-                params |= {
-                    "Det.engine_type": EngineType.OPENVINO,
-                    "Rec.engine_type": EngineType.OPENVINO,
-                    "EngineConfig.openvino.inference_num_threads": threads,
-                    # pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s)
-                    "EngineConfig.openvino.enable_cpu_pinning": False,
-                }
+            build = ppocr.openvino_models if self.backend == "openvino" else ppocr.onnxruntime_models
             with _FIRST_INFERENCE_LOCK:
-                model = RapidOCR(params=params)
-                model(_warm_up_image())
-            self._local.model = model
+                finder, reader = build(threads, DET_LONG_SIDE)
+                _read_page(finder, reader, _warm_up_image())
+            models = self._local.models = (finder, reader)
             with self._lock:
-                self._models.append(model)
-        return model
+                self._models_built.append(models)
+        return models
 
     def recognize(self, page: PageInput) -> PageResult:
         if page.image is None:
@@ -166,12 +154,10 @@ class LocalEngine(OcrEngine):
 
     def read_lines(self, pixels: np.ndarray) -> list[TextLine]:
         if pixels.ndim == 2:
-            pixels = np.stack([pixels] * 3, axis=-1)  # the models read 3-channel images
-        result = self._model()(pixels)
-        if result.boxes is None or result.txts is None:
-            return []
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # the models read 3-channel images
+        finder, reader = self._models()
         lines = []
-        for box, text, score in zip(result.boxes, result.txts, result.scores):
+        for box, (text, score) in _read_page(finder, reader, pixels):
             if score < MIN_LINE_SCORE or not text.strip():
                 continue
             xs, ys = box[:, 0], box[:, 1]
@@ -182,5 +168,5 @@ class LocalEngine(OcrEngine):
 
     def close(self) -> None:
         with self._lock:
-            self._models.clear()
+            self._models_built.clear()
         self._local = threading.local()

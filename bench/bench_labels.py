@@ -10,7 +10,7 @@ runner (``ocr_book``) into a throwaway corpus, and scored against the born-digit
   head and foot margins) that do not reappear at the top or bottom of the stored page body.
 * contents: entries recovered from the OCR'd headings, and whether each sits on the right page.
 
-RapidOCR is slow on a small machine, so its recognised lines are cached per page under
+OCR is slow on a small machine, so the recognised lines are cached per page under
 ``--work`` (default /tmp/bookocr-bench-labels); layout, labels and contents are recomputed on
 every run from the cached lines, so changes to those stages are measured without re-OCR.
 
@@ -67,7 +67,7 @@ BOOKS = {
 
 
 class CachedLocalEngine(LocalEngine):
-    """The local engine, with RapidOCR's lines cached per page so re-runs skip recognition."""
+    """The local engine, with its recognised lines cached per page so re-runs skip recognition."""
 
     def __init__(self, cache_dir: Path) -> None:
         super().__init__(workers=1)  # one worker: the page number below is per engine, not per thread

@@ -75,6 +75,7 @@ HEADING_MAX_WORDS = 16
 SOFT_HEADING_MAX_WORDS = 8
 MAX_HEADING_ROWS = 3
 FURNITURE_MAX_WORDS = 10
+FIGURE_BLOB_HEIGHT = 3.0  # a box this many lines tall holding one or two characters is part of a drawing
 TOP_ZONE = 0.2  # share of the page height searched for running heads
 BOTTOM_ZONE = 0.12  # share of the page height searched for footers without a number
 
@@ -147,6 +148,7 @@ def build_markdown(lines: list[TextLine], width: float, height: float) -> PageLa
     if not lines:
         return PageLayout(markdown="")
     metrics = _measure(lines)
+    lines = [ln for ln in lines if not _figure_blob(ln, metrics)]
     furniture_rows, body = _split_furniture(lines, height, metrics)
     regions, columns = _reading_regions(body, metrics)
     paragraphs: list[_Paragraph] = []
@@ -190,6 +192,12 @@ def _clean(line: TextLine) -> TextLine | None:
     if text != line.text:
         line = TextLine(text, line.x0, line.y0, line.x1, line.y1, line.size, line.bold, line.score)
     return line
+
+
+def _figure_blob(line: TextLine, m: _Metrics) -> bool:
+    """One or two characters read off a box several lines tall: a drawing, not text (an "E" off a
+    diagram once hid a running head below it by joining its row)."""
+    return len(line.text.replace(" ", "")) <= 2 and line.box_height > FIGURE_BLOB_HEIGHT * m.unit
 
 
 def _measure(lines: Sequence[TextLine]) -> _Metrics:

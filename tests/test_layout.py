@@ -108,6 +108,21 @@ def test_running_head_with_page_number_is_furniture_not_body() -> None:
     assert layout.markdown.startswith("The body text of the page, line number 0")
 
 
+def test_a_letter_read_off_a_drawing_neither_shows_nor_hides_the_running_head() -> None:
+    head = [line("2.5. APPLICATIONS", 60, 40, 200), line("141", 520, 40, 540)]
+    drawing = [line("E", 250, 56, 300, h=5 * H), line("Start", 160, 70, 200)]
+    body = [line(f"The text under the figure, line number {i}, set in the usual way.", 50, 200 + i * PITCH, 550) for i in range(6)]
+    layout = build_markdown(shuffled([*head, *drawing, *body]), WIDTH, HEIGHT)
+    assert layout.furniture == ["2.5. APPLICATIONS 141"]
+    assert "E" not in layout.markdown.split() and "Start" in layout.markdown
+
+
+def test_a_tall_formula_line_is_kept() -> None:
+    lines = [line(f"Body text line number {i} of the page, set in the usual way.", 50, 90 + i * PITCH, 550) for i in range(4)]
+    lines.append(line("∑ x_i = n", 200, 160, 320, h=3 * H))
+    assert "∑ x_i = n" in build_markdown(shuffled(lines), WIDTH, HEIGHT).markdown
+
+
 def test_caps_running_head_and_bottom_folio() -> None:
     head = line("BAYESIAN INFERENCE", 240, 40, 360, h=9)
     body = [line(f"Posterior distributions summarise what the data say, line {i}.", 50, 90 + i * PITCH, 550) for i in range(6)]

@@ -95,7 +95,8 @@ def test_detector_finds_the_same_boxes_as_rapidocr() -> None:
         draw.text((90 + 40 * (row % 2), 120 + 70 * row), words, fill=0, font=font)
     pixels = np.asarray(page.convert("RGB"))
 
-    ours = ppocr.LineFinder(ppocr.onnxruntime_infer(ppocr.onnxruntime_session(ppocr.model_path(ppocr.DETECTOR_FILE), 1)), 1280)
+    detect = ppocr.onnxruntime_infer(ppocr.onnxruntime_session(ppocr.model_path(ppocr.DETECTOR_FILE), 1))
+    ours = ppocr.LineFinder(lambda size: detect, 1280)
     theirs = RapidOCR(
         params={
             "Global.log_level": "error",
@@ -129,6 +130,29 @@ def test_crop_turns_a_tall_narrow_box_to_lie_flat() -> None:
     assert ppocr.crop_line(pixels, box).shape[:2] == (30, 200)
     flat = np.array([[10, 10], [210, 10], [210, 40], [10, 40]], dtype=np.float32)
     assert ppocr.crop_line(pixels, flat).shape[:2] == (30, 200)
+
+
+@needs_openvino
+def test_fixed_size_detectors_find_what_the_general_one_finds_and_their_number_is_bounded() -> None:
+    sizes: list[tuple[int, int] | None] = []
+    finder, _ = ppocr.openvino_models(threads=1, long_side=640)
+    runner = finder.runner
+    general = runner(None)
+
+    def counting(size: tuple[int, int] | None) -> ppocr.Infer:
+        sizes.append(size)
+        return runner(size)
+
+    finder.runner = counting
+    page = np.full((800, 600, 3), 255, dtype=np.uint8)
+    line = text_line("A line of text on the page", height=30)
+    page[300:330, 100 : 100 + line.shape[1]] = line
+    first = finder.find(page)
+    assert len(first) == 1
+    assert np.allclose(first, ppocr.regions_to_boxes(general(finder.input_tensor(page))[0, 0], 600, 800), atol=1)
+    for width in (600, 600, 700, 800, 900, 1000, 1100):
+        finder.find(np.full((800, width, 3), 255, dtype=np.uint8))
+    assert sizes == [(640, 480), (640, 576), (640, 640), (576, 640), None]  # four fixed sizes, then the general one
 
 
 def test_missing_model_file_says_how_to_fix_it() -> None:

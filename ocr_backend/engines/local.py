@@ -34,21 +34,6 @@ BOX_OVERHANG = 0.15
 # line of the small type on the rasterised multi_column_miss.pdf into the wrong paragraph (measured).
 DET_LONG_SIDE = 1280
 
-# OpenVINO's Python binding initialises C++ statics on a model's first inference; two threads doing
-# that at once deadlock (seen here: both stuck in __cxa_guard_acquire). Each thread's models are built
-# and run once under this lock, so no two first inferences ever overlap.
-_FIRST_INFERENCE_LOCK = threading.Lock()
-
-
-def _warm_up_image() -> np.ndarray:
-    """A small picture with a word on it, so that detection and recognition both run once."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (240, 64), "white")
-    ImageDraw.Draw(image).text((10, 20), "warm up 123", fill="black")
-    return np.asarray(image.resize((480, 128)))
-
-
 def _read_page(finder: ppocr.LineFinder, reader: ppocr.LineRecognizer, pixels: np.ndarray) -> list[tuple[np.ndarray, tuple[str, float]]]:
     """Each line's box (4 corner points) with its text and confidence."""
     return [(box, reader.read(ppocr.crop_line(pixels, box))) for box in finder.find(pixels)]
@@ -96,10 +81,7 @@ class LocalEngine(OcrEngine):
         if models is None:
             threads = self.threads if getattr(self._local, "pooled", False) else self.workers * self.threads
             build = ppocr.openvino_models if self.backend == "openvino" else ppocr.onnxruntime_models
-            with _FIRST_INFERENCE_LOCK:
-                finder, reader = build(threads, DET_LONG_SIDE)
-                _read_page(finder, reader, _warm_up_image())
-            models = self._local.models = (finder, reader)
+            models = self._local.models = build(threads, DET_LONG_SIDE)
             with self._lock:
                 self._models_built.append(models)
         return models

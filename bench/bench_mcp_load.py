@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_mcp_load.py --transport memory   # the SDK's in-memory client
 
 It builds a born-digital book (read with the text-layer engine, instant) and a scanned one, starts
-the scanned book's OCR (engine auto: RapidOCR on the CPU) in the background, then fires ``--rounds``
+the scanned book's OCR (engine auto: PP-OCR on the CPU) in the background, then fires ``--rounds``
 bursts of ``--calls`` calls at once, half get_page and half search_book on the first book, and
 reports latency percentiles per tool, errors, and how far the OCR job got meanwhile.
 """

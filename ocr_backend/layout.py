@@ -1,6 +1,6 @@
 """Rebuild a page from positioned text lines: reading order, paragraphs, headings, furniture.
 
-Both the text-layer engine (PyMuPDF lines) and the local OCR engine (RapidOCR
+Both the text-layer engine (PyMuPDF lines) and the local OCR engine (PP-OCR
 boxes) produce unordered positioned lines; this module turns them into markdown.
 
 The steps, in order:

@@ -44,7 +44,7 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> type[FakeModalRemote]:
     FakeModalRemote.instances = []
     FakeModalRemote.respond = staticmethod(respond_good)
     monkeypatch.setattr(deepseek_engine, "ModalRemote", FakeModalRemote)
-    monkeypatch.setattr(local_engine, "LocalEngine", StubFallback)  # the CPU fallback, without loading RapidOCR
+    monkeypatch.setattr(local_engine, "LocalEngine", StubFallback)  # the CPU fallback, without loading the OCR models
     return FakeModalRemote
 
 

@@ -27,7 +27,7 @@ JUNK_TEXT = CLEAN_TEXT + " t>. dans.3 &»“«■' tbg.tr i’gv.m " + CLEAN_TEX
 
 
 class StubOcr(OcrEngine):
-    """Stands in for RapidOCR so these tests check the choice, not the recognition."""
+    """Stands in for the OCR models so these tests check the choice, not the recognition."""
 
     name = ""
 

@@ -1,4 +1,4 @@
-"""The ``local`` engine end to end on generated scans: real RapidOCR, so only a few pages."""
+"""The ``local`` engine end to end on generated scans: real PP-OCR models, so only a few pages."""
 
 from __future__ import annotations
 
@@ -92,3 +92,14 @@ def test_workers_share_the_cores_and_backend_is_checked() -> None:
     assert LocalEngine(workers=1, threads=3).threads == 3
     with pytest.raises(EngineError, match="unknown backend"):
         LocalEngine(backend="cuda")
+
+
+def test_onnxruntime_backend_reads_a_page_too(tmp_path: Path) -> None:
+    """The fallback where OpenVINO has no wheel: the same pipeline with the model's full head."""
+    scan = rasterise_pdf(typeset_pdf(tmp_path / "book.pdf", [SAMPLE_PAGES[1]]), tmp_path / "scan.pdf", dpi=150)
+    image = pymupdf.open(scan)[0].get_pixmap(dpi=150, colorspace=pymupdf.csGRAY).pil_image()
+    engine = LocalEngine(workers=1, backend="onnxruntime")
+    result = engine.recognize(PageInput(number=1, image=image))
+    engine.close()
+    assert result.status == "ok" and result.furniture == ["BAYESIAN INFERENCE", "2"]
+    assert "A prior is conjugate to a likelihood" in plain(result.markdown)

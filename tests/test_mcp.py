@@ -156,7 +156,7 @@ async def test_text_book_round_trip(client: Client, library: Library) -> None:
 
 
 async def test_scanned_book_runs_in_background(client: Client, library: Library) -> None:
-    scan = make_sample_book(library.books / "bayes-scan.pdf", SAMPLE_PAGES[:1])  # one page: RapidOCR is slow here
+    scan = make_sample_book(library.books / "bayes-scan.pdf", SAMPLE_PAGES[:1])  # one page: local OCR is slow here
     progress: list[tuple[float, float | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:

@@ -135,7 +135,6 @@ class LineFinder:
 
     def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
         """The page at most ``long_side`` on its long side, sides multiples of 32, BGR, values in [-1, 1]."""
-
         height, width = pixels.shape[:2]
         ratio = min(1.0, self.long_side / max(height, width))
         size = (max(32, round(int(width * ratio) / 32) * 32), max(32, round(int(height * ratio) / 32) * 32))
@@ -144,7 +143,6 @@ class LineFinder:
 
 def regions_to_boxes(probabilities: np.ndarray, width: int, height: int) -> list[np.ndarray]:
     """DB post-processing: text regions of the probability map, grown back to whole lines, in page pixels."""
-
     mask = cv2.dilate((probabilities > BINARY_THRESHOLD).astype(np.uint8), np.ones((2, 2), np.uint8))
     contours, _ = cv2.findContours(mask * 255, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     scale = np.array([width / probabilities.shape[1], height / probabilities.shape[0]], dtype=np.float32)
@@ -165,13 +163,11 @@ def regions_to_boxes(probabilities: np.ndarray, width: int, height: int) -> list
 
 
 def _min_area_box(points: np.ndarray) -> tuple[np.ndarray, float]:
-
     rect = cv2.minAreaRect(points.astype(np.float32))
     return cv2.boxPoints(rect), min(rect[1])
 
 
 def _mean_inside(probabilities: np.ndarray, box: np.ndarray) -> float:
-
     height, width = probabilities.shape
     x0, y0 = np.clip(np.floor(box.min(axis=0)).astype(int), 0, [width - 1, height - 1])
     x1, y1 = np.clip(np.ceil(box.max(axis=0)).astype(int), 0, [width - 1, height - 1])
@@ -182,7 +178,6 @@ def _mean_inside(probabilities: np.ndarray, box: np.ndarray) -> float:
 
 def _grow(box: np.ndarray) -> np.ndarray:
     """The region pushed out by area * ratio / perimeter, as DB was trained to shrink it."""
-
     distance = cv2.contourArea(box) * UNCLIP_RATIO / max(cv2.arcLength(box, True), 1e-6)
     offset = pyclipper.PyclipperOffset()
     offset.AddPath(box.tolist(), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
@@ -200,7 +195,6 @@ def _clockwise(points: np.ndarray) -> np.ndarray:
 
 def crop_line(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The line's quadrilateral straightened into a rectangle; tall narrow crops turned to lie flat."""
-
     width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
     height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
@@ -235,7 +229,6 @@ class LineRecognizer:
 
 def line_tensor(crop: np.ndarray) -> np.ndarray:
     """A line crop (H, W, 3 uint8, RGB) as the model's input: margins added, height 48, width rounded up, BGR in [-1, 1]."""
-
     margin = round(crop.shape[0] * MARGIN / 2)
     if margin:
         crop = cv2.copyMakeBorder(crop, margin, margin, 0, 0, cv2.BORDER_REPLICATE)

@@ -34,6 +34,7 @@ BOX_OVERHANG = 0.15
 # line of the small type on the rasterised multi_column_miss.pdf into the wrong paragraph (measured).
 DET_LONG_SIDE = 1280
 
+
 def _read_page(finder: ppocr.LineFinder, reader: ppocr.LineRecognizer, pixels: np.ndarray) -> list[tuple[np.ndarray, tuple[str, float]]]:
     """Each line's box (4 corner points) with its text and confidence."""
     return [(box, reader.read(ppocr.crop_line(pixels, box))) for box in finder.find(pixels)]
@@ -56,8 +57,6 @@ class LocalEngine(OcrEngine):
         if self.backend not in ("onnxruntime", "openvino"):
             raise EngineError(f"unknown backend {self.backend!r} for the local engine: onnxruntime or openvino")
         self._local = threading.local()
-        self._models_built: list[tuple[ppocr.LineFinder, ppocr.LineRecognizer]] = []
-        self._lock = threading.Lock()
 
     def version(self) -> str:
         try:
@@ -82,8 +81,6 @@ class LocalEngine(OcrEngine):
             threads = self.threads if getattr(self._local, "pooled", False) else self.workers * self.threads
             build = ppocr.openvino_models if self.backend == "openvino" else ppocr.onnxruntime_models
             models = self._local.models = build(threads, DET_LONG_SIDE)
-            with self._lock:
-                self._models_built.append(models)
         return models
 
     def recognize(self, page: PageInput) -> PageResult:
@@ -149,6 +146,4 @@ class LocalEngine(OcrEngine):
         return lines
 
     def close(self) -> None:
-        with self._lock:
-            self._models_built.clear()
-        self._local = threading.local()
+        self._local = threading.local()  # pool threads' models go with their threads

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from server.corpus import Corpus
 from server.runner import RunOptions, ocr_book
+from cpu_report import describe
 
 BOOK = "gitenberg_whitehead_41568/41568-pdf.pdf"
 
@@ -24,6 +25,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "testdata")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    print(describe())
     pdf = args.data / BOOK
     if not pdf.is_file():
         print(f"skip: {pdf} not found (pass --data)")

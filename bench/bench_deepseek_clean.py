@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ocr_backend.clean import clean, tidy
+from cpu_report import describe
 
 LEFTOVER = re.compile(r"<\|/?(?:ref|det|grounding)\|>|end▁of▁sentence")
 MATH = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
@@ -56,6 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "testdata")
     args = parser.parse_args()
+    print(describe())
     folder = args.data / "deepseek_ocr_raw"
     files = sorted(folder.glob("*.raw.mmd"))
     if not files:

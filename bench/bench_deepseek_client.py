@@ -43,6 +43,7 @@ from PIL import Image
 from ocr_backend.deepseek_client import encode_page
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.deepseek import DeepseekEngine
+from cpu_report import describe
 
 GOOD = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\nA simulated page with \\(x^2\\) in it.<｜end▁of▁sentence｜>"
 LOOP = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\n" + "\n\n".join(["overline[[overline][||"] * 600)
@@ -101,7 +102,7 @@ class SimulatedModal:
     def _wait(self, simulated_s: float) -> None:
         time.sleep(simulated_s * self.sim.time_scale)
 
-    def ocr(self, images: list[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+    def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
         self._wait(self.sim.batch_latency_s / 2)
         if self._random() < self.sim.transient_rate:
             with self._lock:
@@ -125,6 +126,9 @@ class SimulatedModal:
             self.first_attempt_calls += 0 if retry else 1
         self._wait(self.sim.batch_latency_s / 2)
         return outputs
+
+    def info(self, timeout: float | None = None) -> dict[str, Any]:
+        return {"gpu": "A100", "model": "simulated", "startup_error": None}
 
 
 class SimulatedCpuEngine(OcrEngine):
@@ -235,6 +239,7 @@ def main() -> int:
     for name in ("containers", "page_gpu_s", "jitter", "batch_latency_s", "render_s", "fallback_s", "failure_rate", "transient_rate", "time_scale"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
     args = parser.parse_args()
+    print(describe())
     busy_ok = report_simulation(args)
     upload_ok = report_upload(args.data)
     print(f"floors: GPU busy {'met' if busy_ok else 'MISSED'}; upload {'skipped' if upload_ok is None else 'met' if upload_ok else 'MISSED'}")

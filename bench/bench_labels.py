@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 import pymupdf
 from rapidfuzz import fuzz
 
-from ocr_backend.engines.base import PageInput, PageResult
+from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.local import LocalEngine
 from ocr_backend.layout import TextLine
 from server.contents import book_contents
@@ -44,6 +45,7 @@ from server.corpus import Corpus
 from server.labels import body_lines, detect_labels, format_label, label_runs, page_candidates, parse_label, parse_roman
 from server.runner import RunOptions, ocr_book
 from server.sample_book import rasterise_pdf
+from cpu_report import describe
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 
@@ -77,6 +79,10 @@ class CachedLocalEngine(LocalEngine):
     def recognize(self, page: PageInput) -> PageResult:
         self._page = page.number
         return super().recognize(page)
+
+    def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
+        """In this process, one page at a time: the cache lives here, not in the engine's worker processes."""
+        return OcrEngine.recognize_many(self, pages)
 
     def read_lines(self, pixels: np.ndarray) -> list[TextLine]:
         path = self.cache_dir / f"page_{self._page:04d}.json"
@@ -308,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ocr-only", action="store_true", help="fill the OCR cache and stop")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every detail (wrong pages, leaked lines)")
     args = parser.parse_args(argv)
+    print(describe())
     results: dict[str, Any] = {}
     for key in args.book or sorted(BOOKS):
         book = BOOKS[key]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -50,6 +49,7 @@ from ocr_backend.engines.local import DET_LONG_SIDE, LocalEngine
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from ocr_backend.sources import open_source
 from server.sample_book import rasterise_pdf
+from cpu_report import describe
 
 SCAN = "gitenberg_whitehead_41568/derived/whitehead_scan10.pdf"
 SCAN_GT = "gitenberg_whitehead_41568/derived/whitehead_scan10.gt.jsonl"
@@ -261,6 +261,7 @@ def main() -> int:
     parser.add_argument("--book-pages", type=int, default=60, help="pages of the longer scanned book (0: skip that part)")
     parser.add_argument("--book-rounds", type=int, default=2, help="interleaved rounds on the longer book")
     args = parser.parse_args()
+    print(describe())
     scan, gt_path = args.data / SCAN, args.data / SCAN_GT
     if not scan.is_file() or not gt_path.is_file():
         print(f"skip: {scan} not found (pass --data)")
@@ -268,7 +269,6 @@ def main() -> int:
     gt = [json.loads(line) for line in gt_path.read_text().splitlines() if line.strip()]
     tess_version = tesseract_version()
     engine = LocalEngine()
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(
         f"local: {engine.version()} on {engine.backend}, {engine.workers} workers x {engine.threads} thread(s), "
         f"page images {args.long_side} px long side, detector at most {DET_LONG_SIDE} px, no angle classifier"

@@ -32,6 +32,7 @@ from server.corpus import Corpus  # noqa: E402
 from server.mcp_server import create_server  # noqa: E402
 from server.safety import InputPolicy  # noqa: E402
 from server.sample_book import SAMPLE_PAGES, make_sample_book  # noqa: E402
+from cpu_report import describe  # noqa: E402
 
 WORDS = ("prior posterior likelihood variance sample estimate interval bayes normal gamma beta model data "
          "parameter mean median mode density probability random variable conjugate credible predictive "
@@ -178,6 +179,7 @@ def main() -> int:
     parser.add_argument("--no-ocr", action="store_true", help="the same bursts with no OCR job running (for comparison)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    print(describe())
     with tempfile.TemporaryDirectory(prefix="bookocr-mcp-load-") as tmp:
         report = anyio.run(run, args, Path(tmp))
     text = json.dumps(report, indent=1)

@@ -48,6 +48,7 @@ from ocr_backend.sources import SourceInfo  # noqa: E402
 from server.corpus import DONE_STATUSES, Corpus  # noqa: E402
 from server.runner import RunOptions, ocr_book  # noqa: E402
 from server.search import SearchIndex, search_library  # noqa: E402
+from cpu_report import describe  # noqa: E402
 
 KINDS = ("word", "phrase", "typo", "content", "math", "nohit")
 BOOK_PAGES = 250  # pages per generated distractor book
@@ -271,6 +272,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bookocr-bench-search"), help="scratch folder (wiped)")
     parser.add_argument("--out", type=Path, default=Path(".bench-out/search.json"), help="where to write the full results")
     args = parser.parse_args()
+    print(describe())
     if not all(p.exists() for p in PROBE_PDFS.values()):
         print(f"skip: test data not found under {TESTDATA}")
         return 0

@@ -3,6 +3,11 @@
 The engine talks to a :class:`RemoteOcr` (one call: a batch of encoded images plus
 options in, one dict per page out). :class:`ModalRemote` is the real one; tests and
 the benchmark pass a local stand-in, and ``deepseek-local`` passes a runner.
+
+Every call has a deadline. A deployed class whose container crashes at start-up is
+retried by Modal indefinitely, so a call that only waits would wait for ever: the
+real remote spawns each call, waits with ``FunctionCall.get(timeout=...)`` and cancels
+what did not answer, and :func:`call_within` bounds any remote, stand-ins included.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import io
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from PIL import Image
@@ -22,6 +27,8 @@ JPEG_QUALITY = 70  # text stays crisp: the model sees the page as 640 px tiles
 MAX_LONG_SIDE = 1600  # more buys nothing: the tiles are resized to 640 px
 PNG_TRY_ABOVE_BYTES = 150_000  # a large grey JPEG may be a crisp, few-tone page that PNG packs better
 NETWORK_CHECK_TIMEOUT_S = 3.0
+CANCEL_TIMEOUT_S = 10.0  # cancelling a call is one API request; never let it hold up an exit
+STARTUP_ERROR = "startup_error"  # the key the deployed class answers with when its model did not load
 
 # modal.exception names, matched by name so this module never needs modal imported
 TRANSIENT_ERRORS = frozenset(
@@ -45,8 +52,55 @@ DEPLOY_HINT = "run `bookocr deploy` to deploy the DeepSeek-OCR GPU class to your
 
 
 class RemoteOcr(Protocol):
-    def ocr(self, images: Sequence[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
-        """OCR a batch of encoded page images; one dict per image, in order."""
+    def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        """OCR a batch of encoded page images; one dict per image, in order. Gives up
+        (raising :class:`DeadlineExceeded`) after ``timeout`` seconds where it can."""
+
+    def info(self, timeout: float) -> dict[str, Any]:
+        """What serves the calls (gpu, model, vllm), or ``startup_error`` when it could not start."""
+
+
+class DeadlineExceeded(Exception):
+    """A remote call that did not answer within its deadline (and was cancelled where it could be).
+    Not a TimeoutError: those count as transient and are retried, and a deadline is not retried."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} s")
+        self.seconds = seconds
+
+
+T = TypeVar("T")
+
+
+def call_within(fn: Callable[[], T], timeout: float, name: str = "bookocr-remote-call") -> T:
+    """``fn()``, or :class:`DeadlineExceeded` once ``timeout`` seconds have passed. A
+    thread cannot be stopped, so ``fn`` runs in a daemon thread that is abandoned then."""
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # re-raised in the caller
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    if not done.wait(timeout):
+        raise DeadlineExceeded(timeout)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def startup_failure(outputs: dict[str, Any] | Sequence[dict[str, Any]]) -> str | None:
+    """The deployed class's start-up error, from an :meth:`RemoteOcr.info` or ``ocr`` answer."""
+    for output in [outputs] if isinstance(outputs, dict) else outputs:
+        if isinstance(output, dict) and output.get(STARTUP_ERROR):
+            return str(output[STARTUP_ERROR])
+    return None
 
 
 # --- page images ------------------------------------------------------------------------
@@ -140,13 +194,16 @@ def check_network(host: str, port: int, timeout: float = NETWORK_CHECK_TIMEOUT_S
 
 
 class ModalRemote:
-    """The deployed class, looked up by name. :meth:`connect` fails fast and clearly."""
+    """The deployed class, looked up by name. :meth:`connect` fails fast and clearly;
+    every call is spawned and waited for with a deadline."""
 
     def __init__(self, app_name: str, class_name: str, gpu: str | None = None) -> None:
         self.app_name = app_name
         self.class_name = class_name
         self.gpu = gpu
         self._obj: Any = None
+        self._pending: dict[int, Any] = {}  # spawned calls not yet answered, cancelled by close()
+        self._lock = threading.Lock()
 
     def connect(self, network_check: Callable[[str, int], None] = check_network) -> ModalRemote:
         import modal
@@ -166,15 +223,62 @@ class ModalRemote:
         self._obj = cls()
         return self
 
-    def ocr(self, images: Sequence[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+    def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        return self._call("ocr", timeout, list(images), options)
+
+    def info(self, timeout: float) -> dict[str, Any]:
+        return self._call("info", timeout)
+
+    def close(self) -> None:
+        """Cancel the calls still waiting, so Modal stops (re)starting containers for them."""
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for call in pending:
+            _cancel(call)
+
+    def _call(self, method: str, timeout: float, *args: Any) -> Any:
+        import modal.exception
+
         if self._obj is None:
             self.connect()
-        return self._obj.ocr.remote(list(images), options)
+        try:
+            function = getattr(self._obj, method)
+        except modal.exception.NotFoundError:
+            raise EngineError(f"the deployed class {self.app_name}/{self.class_name} has no `{method}` method: it is older than this bookocr; {DEPLOY_HINT}") from None
+        call = function.spawn(*args)
+        with self._lock:
+            self._pending[id(call)] = call
+        try:
+            return call.get(timeout=timeout)
+        except (TimeoutError, modal.exception.TimeoutError) as exc:
+            # modal 1.6 raises the builtin TimeoutError when get()'s wait runs out. The call
+            # itself timing out on Modal, or its output expiring, are failures of the call.
+            if isinstance(exc, (modal.exception.FunctionTimeoutError, modal.exception.OutputExpiredError)):
+                raise
+            _cancel(call)
+            raise DeadlineExceeded(timeout) from None
+        finally:
+            with self._lock:
+                self._pending.pop(id(call), None)
+
+
+def _cancel(call: Any) -> None:
+    """Cancel a spawned call, best effort and bounded. Its container is terminated too: one
+    that missed a deadline is stuck (a hung model, a start-up that never ends), and the
+    class takes one input per container, so no other page is lost with it."""
+    try:
+        call_within(lambda: call.cancel(terminate_containers=True), CANCEL_TIMEOUT_S, "bookocr-modal-cancel")
+    except Exception:  # the call is abandoned either way
+        pass
 
 
 __all__ = [
     "RemoteOcr",
     "ModalRemote",
+    "DeadlineExceeded",
+    "call_within",
+    "startup_failure",
     "encode_page",
     "decode_page",
     "error_kind",

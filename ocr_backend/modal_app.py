@@ -20,7 +20,7 @@ from typing import Any
 
 import modal
 
-from ocr_backend.deepseek_runner import DEFAULT_MODEL, VLLM_VERSION, DeepseekRunner, build_llm
+from ocr_backend.deepseek_runner import DEFAULT_MODEL, VLLM_VERSION, DeepseekRunner, build_llm, cuda_device_name
 
 APP_NAME = os.environ.get("BOOKOCR_MODAL_APP", "bookocr")
 CLASS_NAME = "DeepseekOcr"
@@ -69,7 +69,25 @@ def load_runner(model_id: str = MODEL_ID) -> DeepseekRunner:
 class DeepseekOcr:
     @modal.enter()
     def load(self) -> None:
-        self.runner = load_runner(MODEL_ID)
+        self.runner: DeepseekRunner | None = None
+        self.startup_error: str | None = None
+        try:
+            self.runner = load_runner(MODEL_ID)
+        except Exception as exc:
+            # Kept, not raised: Modal restarts a container whose start-up crashes, for ever,
+            # and a caller would wait all that time. Every method reports it instead.
+            self.startup_error = f"loading {MODEL_ID} on {GPU} failed: {type(exc).__name__}: {exc}"
+
+    @modal.method()
+    def info(self) -> dict[str, Any]:
+        """What this container serves, or ``startup_error``: a cheap first call for the client."""
+        return {
+            "gpu": GPU,
+            "device": self.runner.device if self.runner else cuda_device_name(),
+            "model": MODEL_ID,
+            "vllm": VLLM_VERSION,
+            "startup_error": self.startup_error,
+        }
 
     @modal.method()
     def ocr(self, images: list[bytes], options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -77,8 +95,11 @@ class DeepseekOcr:
 
         Returns per page, in order: text (raw, with grounding tags), finish_reason,
         prompt_tokens, output_tokens, gpu_seconds, gpu, model; error for an image
-        that could not be decoded.
+        that could not be decoded; startup_error on every page when the model did not load.
         """
+        if self.runner is None:
+            failed = {"text": "", "finish_reason": "error", "error": self.startup_error, "startup_error": self.startup_error}
+            return [dict(failed) for _ in images]
         return self.runner.run(images, options)
 
 

@@ -49,29 +49,43 @@ def model_path(name: str) -> Path:
     return path
 
 
-# OpenVINO's Python binding initialises C++ statics on a model's first inference; two threads doing that at
-# once can deadlock (seen: both stuck in __cxa_guard_acquire; 1 process in 20 hung with two threads compiling
-# and running two models, 0 in 30 with first inferences under this lock).
-_FIRST_INFERENCE = threading.Lock()
+# Two threads setting up OpenVINO models at once can deadlock inside the binding: seen stuck in
+# __cxa_guard_acquire on two first inferences, and in pthread_cond_timedwait while two threads built the
+# compact head and compiled (1 process in 7 hung on an AVX2-only EPYC). So every OpenVINO call other than an
+# inference on a compiled model that has already run once holds this lock: reading, editing, reshaping,
+# compiling, creating requests, first inferences; onnxruntime sessions are created under it too. Pages
+# normally run in worker processes of one OCR thread each (ocr_backend/workers.py); this covers callers
+# that read pages on threads of their own.
+MODEL_SETUP = threading.RLock()
 
 
 def openvino_infer(model: Any, threads: int) -> Infer:
     """Compile an OpenVINO model (or a path to one) for the CPU; a function that runs it."""
     import openvino as ov
 
-    # Unpinned: pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s).
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
-    request = compiled.create_infer_request()
-    first = threading.Event()
+    with MODEL_SETUP:
+        # Unpinned: pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s).
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
+        request = compiled.create_infer_request()
+
+    def run(tensor: np.ndarray) -> np.ndarray:
+        request.infer([tensor])
+        return request.get_output_tensor().data
+
+    return first_run_under_lock(run)
+
+
+def first_run_under_lock(run: Infer) -> Infer:
+    """``run``, with its first call holding :data:`MODEL_SETUP` (see there)."""
+    first_done = threading.Event()
 
     def infer(tensor: np.ndarray) -> np.ndarray:
-        if first.is_set():
-            request.infer([tensor])
-        else:
-            with _FIRST_INFERENCE:
-                request.infer([tensor])
-            first.set()
-        return request.get_output_tensor().data
+        if first_done.is_set():
+            return run(tensor)
+        with MODEL_SETUP:
+            output = run(tensor)
+        first_done.set()
+        return output
 
     return infer
 
@@ -82,16 +96,17 @@ def onnxruntime_session(path: Path, threads: int) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with MODEL_SETUP:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnxruntime_infer(session: Any) -> Infer:
     input_name = session.get_inputs()[0].name
 
-    def infer(tensor: np.ndarray) -> np.ndarray:
+    def run(tensor: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: tensor})[0]
 
-    return infer
+    return first_run_under_lock(run)
 
 
 # --- detection: where the lines are ------------------------------------------------------------------------
@@ -288,19 +303,21 @@ def openvino_models(threads: int, long_side: int) -> tuple[LineFinder, LineRecog
     """Detector (compiled per page size) and recogniser (with the compact head) on OpenVINO."""
     import openvino as ov
 
-    core = ov.Core()
-    detector = core.read_model(str(model_path(DETECTOR_FILE)))
+    with MODEL_SETUP:
+        core = ov.Core()
+        detector = core.read_model(str(model_path(DETECTOR_FILE)))
+        model = core.read_model(str(model_path(RECOGNIZER_FILE)))
+        classes = model_classes(model.get_rt_info(["framework", "character"]).astype(str).splitlines())
+        keep = compact_classes(classes)
+        reader = LineRecognizer(openvino_infer(with_compact_head(model, keep), threads), [classes[i] for i in keep])
 
     def detector_for(size: tuple[int, int] | None) -> Infer:
-        model = detector.clone()
-        if size is not None:
-            model.reshape([1, 3, *size])
-        return openvino_infer(model, threads)
+        with MODEL_SETUP:  # called while pages are read, the first time each page size is met
+            model = detector.clone()
+            if size is not None:
+                model.reshape([1, 3, *size])
+            return openvino_infer(model, threads)
 
-    model = core.read_model(str(model_path(RECOGNIZER_FILE)))
-    classes = model_classes(model.get_rt_info(["framework", "character"]).astype(str).splitlines())
-    keep = compact_classes(classes)
-    reader = LineRecognizer(openvino_infer(with_compact_head(model, keep), threads), [classes[i] for i in keep])
     return LineFinder(detector_for, long_side), reader
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ocr_backend.errors import BookOcrError
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
-from server.corpus import Corpus, default_corpus_dir
+from server.corpus import LOCK_WAIT_S, Corpus, default_corpus_dir
 from server.progress import ProgressBar, format_duration
 from server.deepseek_cli import GpuTally, add_deepseek_options, add_deploy, add_reclean, cmd_estimate, deepseek_engine_options
 from server.runner import RunOptions, book_id_for, ocr_book
@@ -35,7 +35,9 @@ def add_ocr(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--long-side", type=int, default=DEFAULT_LONG_SIDE, help="page image size in px on the long side")
     p.add_argument("--replace", action="store_true", help="replace a book of the same id made from a different file")
     p.add_argument("--redo", action="store_true", help="redo the selected pages even if already done (e.g. with another engine)")
-    p.add_argument("--wait", action="store_true", help="wait for another run on the same book instead of stopping")
+    p.add_argument("--wait", action="store_true",
+                   help=f"wait for another run on the same book instead of stopping (at most {LOCK_WAIT_S / 3600:g} h; see --max-wait)")
+    p.add_argument("--max-wait", type=float, metavar="SECONDS", help="with --wait, wait at most this long (implies --wait)")
     add_deepseek_options(p)
     p.set_defaults(handler=cmd_ocr)
 
@@ -50,7 +52,7 @@ def cmd_ocr(args: argparse.Namespace, corpus: Corpus) -> int:
         render=RenderSettings(long_side=args.long_side),
         replace=args.replace,
         redo=args.redo,
-        wait_for_lock=args.wait,
+        wait_for_lock=lock_wait(args),
         engine_options=deepseek_engine_options(args, corpus, book_id_for(args.path, args.book)),
     )
     bar = ProgressBar()
@@ -71,6 +73,16 @@ def cmd_ocr(args: argparse.Namespace, corpus: Corpus) -> int:
         text += f"\n{tally.describe()}"
     emit(args, summary, text)
     return 0 if result.failed == 0 else 3
+
+
+def lock_wait(args: argparse.Namespace) -> bool | float:
+    """False (stop if another run holds the book), or how many seconds to wait for it (True: the default)."""
+    max_wait = getattr(args, "max_wait", None)
+    if max_wait is not None:
+        if max_wait < 0:
+            raise BookOcrError(f"--max-wait must be 0 or more seconds, not {max_wait:g}")
+        return max_wait
+    return bool(args.wait)
 
 
 # --- list / status / get --------------------------------------------------------------
@@ -250,10 +262,17 @@ def _add_allow_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, corpus: Corpus) -> int:
-    from server.mcp_server import serve
+    from server.jobs import JobManager
+    from server.mcp_server import leave, serve
     from server.safety import InputPolicy
 
-    serve(corpus, InputPolicy.from_options(args.allow, args.max_file_mb), http=args.http, port=args.port)
+    jobs = JobManager(corpus)
+    try:
+        serve(corpus, InputPolicy.from_options(args.allow, args.max_file_mb), http=args.http, port=args.port, jobs=jobs)
+    finally:
+        # The server's lifespan has asked the jobs to stop (this waits no longer than it did); a job
+        # stuck in a page must not keep the process, and its book's lock, alive once the client is gone.
+        leave(jobs.shutdown())
     return 0
 
 

@@ -8,7 +8,9 @@ Layout::
       BOOK/pages/page_0001.raw.mmd  the engine's raw output, when it differs (DeepSeek)
       BOOK/document.mmd          every page in order, each preceded by a page marker
       .locks/BOOK.lock           held while a run writes the book (outside the book's folder, so a
-                                 run that fails before writing anything leaves no trace)
+                                 run that fails before writing anything leaves no trace); it names
+                                 the holder ("pid N on HOST"), so a lock left by a dead run is taken over
+      .locks/.guard              held for a moment while a run takes a book's lock
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TextIO
 
 from ocr_backend.engines.base import PageResult
 from ocr_backend.errors import BookOcrError
@@ -35,6 +39,12 @@ DONE_STATUSES = ("ok", "fallback")
 BOOK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 PAGE_MARKER = "<!-- page {number}{label} -->"
 FLUSH_EVERY_S = 1.0
+LOCK_WAIT_S = 3600.0  # how long a run asked to wait for another run on the same book waits by default
+LOCK_POLL_S = 0.5
+GUARD_WAIT_S = 10.0  # taking a lock takes milliseconds; a guard held this long belongs to a stuck process
+HOLDER_RE = re.compile(r"pid (?P<pid>\d+)(?: on (?P<host>\S+))?")  # what a lock file says while held
+
+log = logging.getLogger("bookocr.corpus")
 
 
 class UnknownBookError(BookOcrError):
@@ -396,39 +406,153 @@ class Corpus:
         return self.root / ".locks" / f"{book_id}.lock"
 
     def is_locked(self, book_id: str) -> bool:
+        """Whether a live run holds the book's lock (a lock left by a process that is gone does not count)."""
         path = self._lock_path(book_id)
         if not path.exists():
             return False
-        with path.open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        with path.open("a+") as fh:
+            if _try_flock(fh):
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                return False
+            return _holder_alive(_read_holder(fh))
 
     @contextlib.contextmanager
-    def lock(self, book_id: str, wait: bool = False) -> Iterator[None]:
-        """Hold the book's write lock; a second run stops with a clear message (or waits)."""
+    def lock(self, book_id: str, wait: bool | float = False) -> Iterator[None]:
+        """Hold the book's write lock. If another run holds it, stop with a clear message; with ``wait``,
+        poll for up to ``wait`` seconds (``True``: :data:`LOCK_WAIT_S`) first, then stop saying how long it waited.
+        """
         path = self._lock_path(check_book_id(book_id))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another process"
-                raise BookLockedError(
-                    f"book {book_id!r} is being written by another run ({holder}); wait for it to finish, "
-                    f"or check progress with `bookocr status {book_id}`"
-                ) from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}")
-            fh.flush()
-            try:
-                yield
-            finally:
+        limit = _wait_limit(wait)
+        started = time.monotonic()
+        while True:
+            fh, holder = self._acquire(book_id, path)
+            if fh is not None:
+                break
+            waited = time.monotonic() - started
+            if waited >= limit:
+                raise BookLockedError(_locked_message(book_id, holder, waited if limit else None))
+            time.sleep(min(LOCK_POLL_S, limit - waited))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
                 fh.seek(0)
                 fh.truncate()
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+    def _acquire(self, book_id: str, path: Path) -> tuple[TextIO | None, str]:
+        """One try at the lock: the locked file, or None and who holds it.
+
+        A lock file whose flock is free but which names a process that is gone (a run killed with
+        ``kill -9``) is simply taken. A flock still held while the file names a process that is gone
+        means another process inherited the open file (a worker forked by the run); its lock is left
+        on the old file, which is replaced. Taking locks is serialised by a guard so that replacing a
+        file cannot race with another run taking it.
+        """
+        with _guard(path.parent / ".guard"):
+            fh = path.open("a+")
+            try:
+                holder = _read_holder(fh)
+                if not _try_flock(fh):
+                    if _holder_alive(holder):
+                        fh.close()
+                        return None, holder
+                    fh.close()
+                    path.unlink()
+                    fh = path.open("a+")
+                    if not _try_flock(fh):  # pragma: no cover - the file is new and the guard is ours
+                        raise BookLockedError(f"could not take over the lock of book {book_id!r}: {path} is locked again")
+                if holder and not _holder_alive(holder):
+                    log.warning("took over the lock of book %s left by %s, which is no longer running", book_id, _describe(holder))
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+                fh.flush()
+                return fh, ""
+            except BaseException:
+                fh.close()
+                raise
+
+
+@contextlib.contextmanager
+def _guard(path: Path) -> Iterator[None]:
+    with path.open("a") as fh:
+        deadline = time.monotonic() + GUARD_WAIT_S
+        while not _try_flock(fh):
+            if time.monotonic() > deadline:
+                raise BookLockedError(f"{path} has been locked for over {GUARD_WAIT_S:.0f} s; is a bookocr process stuck? Stop it and try again")
+            time.sleep(0.01)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _try_flock(fh: IO[Any]) -> bool:
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_holder(fh: IO[str]) -> str:
+    fh.seek(0)
+    return fh.read().strip()
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether the process a lock file names may still be running; anything unclear counts as running."""
+    match = HOLDER_RE.fullmatch(holder)
+    if match is None:
+        return True
+    if match["host"] and match["host"] != socket.gethostname():
+        return True  # a process on another machine sharing the corpus: no way to tell
+    return _pid_running(int(match["pid"]))
+
+
+def _pid_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (dead, not yet reaped by its parent) holds nothing any more
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _describe(holder: str) -> str:
+    match = HOLDER_RE.fullmatch(holder)
+    return f"pid {match['pid']}" if match else holder
+
+
+def _wait_limit(wait: bool | float) -> float:
+    if wait is True:
+        return LOCK_WAIT_S
+    return max(0.0, float(wait or 0.0))
+
+
+def _locked_message(book_id: str, holder: str, waited: float | None) -> str:
+    who = holder or "another process"
+    if waited is None:
+        return (f"book {book_id!r} is being written by another run ({who}); wait for it to finish, "
+                f"or check progress with `bookocr status {book_id}`")
+    return (f"book {book_id!r} is still being written by another run ({who}) after waiting {_minutes(waited)}; "
+            f"check progress with `bookocr status {book_id}` and try again when it has finished")
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

@@ -30,6 +30,8 @@ log = logging.getLogger("bookocr.jobs")
 
 ACTIVE_STATES = ("queued", "running")
 MAX_LISTED_PAGES = 50  # failed / flagged page lists are cut here to keep answers small
+SHUTDOWN_S = 3.0  # how long shutdown waits for jobs to stop after their current page
+SLOT_POLL_S = 0.5  # a queued job checks this often whether it was cancelled
 
 RunFn = Callable[..., Progress]
 
@@ -71,6 +73,7 @@ class JobManager:
         self._stored: dict[str, tuple[tuple[int, int, int], Book]] = {}
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(max_parallel)
+        self._stop_by: float | None = None  # set by shutdown: no job starts after it
 
     # --- starting -------------------------------------------------------------------
     def start(self, path: str | Path, options: RunOptions | None = None, retry_failed: bool = False) -> str:
@@ -91,6 +94,8 @@ class JobManager:
             pages = parse_pages(options.pages, info.page_count)
         self._check_same_source(book_id, info)
         with self._lock:
+            if self._stop_by is not None:
+                raise BookOcrError("the server is shutting down; call ocr_book again once it has restarted")
             job = self._jobs.get(book_id)
             if job is not None and job.active:
                 return book_id
@@ -126,22 +131,32 @@ class JobManager:
         return all(book.page_meta(n).get("status") in finished for n in pages)
 
     def _work(self, job: Job, path: Path) -> None:
-        with self._slots:
-            if job.cancel.is_set():
-                self._finish(job, "cancelled")
-                return
-            job.state = "running"
-            try:
-                # ocr_book indexes each page for search as it lands; job.on_page only tracks progress
-                result = self._run(self.corpus, path, job.options, progress=job.on_progress, listeners=[job.on_page], cancel=job.cancel)
-                self._finish(job, result.state)
-            except BookLockedError:
-                self._finish(job, "locked")
-            except BookOcrError as exc:
-                self._finish(job, "error", str(exc))
-            except Exception as exc:  # the job dies, the server does not
-                log.exception("OCR job for %r crashed", job.book)
-                self._finish(job, "error", f"{type(exc).__name__}: {exc}")
+        if not self._take_slot(job):
+            self._finish(job, "cancelled")
+            return
+        job.state = "running"
+        try:
+            # ocr_book indexes each page for search as it lands; job.on_page only tracks progress
+            result = self._run(self.corpus, path, job.options, progress=job.on_progress, listeners=[job.on_page], cancel=job.cancel)
+            self._finish(job, result.state)
+        except BookLockedError:
+            self._finish(job, "locked")
+        except BookOcrError as exc:
+            self._finish(job, "error", str(exc))
+        except Exception as exc:  # the job dies, the server does not
+            log.exception("OCR job for %r crashed", job.book)
+            self._finish(job, "error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._slots.release()
+
+    def _take_slot(self, job: Job) -> bool:
+        """Wait for a free slot; False if the job is cancelled first (a queued job must not hold up shutdown)."""
+        while not job.cancel.is_set():
+            if self._slots.acquire(timeout=SLOT_POLL_S):
+                if not job.cancel.is_set():
+                    return True
+                self._slots.release()
+        return False
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
@@ -189,6 +204,9 @@ class JobManager:
                 if job.progress is not None:
                     status["eta_s"] = None if job.progress.eta is None else round(job.progress.eta, 1)
                     status["pages_per_s"] = round(job.progress.rate, 3)
+                    stalled = job.progress.stalled_for if job.state == "running" else None
+                    if stalled is not None:
+                        status["detail"], status["stalled_s"] = "stalled", round(stalled, 1)
             elif job.state == "error" and status["state"] != "complete":
                 status["state"], status["error"] = "error", job.error
         if status["state"] == "running" and not (job is not None and job.active):  # locked, not by a job of ours
@@ -196,8 +214,8 @@ class JobManager:
         status["message"] = next_step(status)
         return status
 
-    def wait(self, book_id: str, timeout: float | None = None) -> bool:
-        """Block until the book's job ends (True) or the timeout passes (False)."""
+    def wait(self, book_id: str, timeout: float) -> bool:
+        """Block until the book's job ends (True) or ``timeout`` seconds pass (False)."""
         job = self._jobs.get(book_id)
         if job is None or job.thread is None:
             return True
@@ -207,15 +225,39 @@ class JobManager:
     def active_books(self) -> list[str]:
         return [b for b, j in self._jobs.items() if j.active]
 
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Ask every job to stop after its current page (work done so far is kept) and wait a little."""
-        jobs = list(self._jobs.values())
+    def shutdown(self, timeout: float = SHUTDOWN_S) -> bool:
+        """Ask every job to stop after its current page and wait up to ``timeout`` s; True if all stopped.
+
+        Pages done so far are kept, and a later ocr_book resumes the book. A job still running after
+        that is stuck inside its engine (a thread cannot be stopped): its book's manifest is written
+        now, so that the caller may end the process, which frees the book's lock. Calling this again
+        waits no longer than the first call's deadline.
+        """
+        with self._lock:
+            first = self._stop_by is None
+            if first:
+                self._stop_by = time.monotonic() + timeout
+            jobs = list(self._jobs.values())
         for job in jobs:
             job.cancel.set()
-        deadline = time.monotonic() + timeout
         for job in jobs:
             if job.thread is not None:
-                job.thread.join(max(0.0, deadline - time.monotonic()))
+                job.thread.join(max(0.0, self._stop_by - time.monotonic()))
+        stuck = [job for job in jobs if job.thread is not None and job.thread.is_alive()]
+        for job in stuck if first else []:
+            log.warning("OCR job %r did not stop within %.0f s (a page is still in its engine); its finished pages are kept", job.book, timeout)
+            _save(job)
+        return not stuck
+
+
+def _save(job: Job) -> None:
+    """Write the manifest of a job that cannot be stopped, from another thread: best effort."""
+    if job.live_book is None:
+        return
+    try:
+        job.live_book.flush()
+    except Exception:  # the job thread may be changing the manifest as we write it
+        log.exception("could not save the progress of book %r", job.book)
 
 
 def check_engine(name: str) -> str:
@@ -253,6 +295,8 @@ def _book_fields(book: Book) -> dict[str, Any]:
         "eta_s": None,
         "pages_per_s": None,
         "error": None,
+        "detail": None,
+        "stalled_s": None,
     }
 
 
@@ -263,6 +307,7 @@ def _new_book_fields(job: Job) -> dict[str, Any]:
         "book": job.book, "state": job.state, "pages": n, "done": 0, "ok": 0, "fallback": 0, "failed": 0, "pending": n,
         "engine": job.options.engine, "engines_used": [], "quality_flags": [], "flagged_pages": {}, "failed_pages": [],
         "source": job.source.name, "source_path": job.source.path, "eta_s": None, "pages_per_s": None, "error": None,
+        "detail": None, "stalled_s": None,
     }
 
 
@@ -272,6 +317,11 @@ def next_step(s: dict[str, Any]) -> str:
     done = f"{s['done']} of {s['pages']} pages done"
     if state == "queued":
         return f"{done}; waiting for another book's OCR to finish. Call book_status('{book}') later."
+    if state == "running" and s.get("detail") == "stalled":
+        return (f"OCR is running but stalled: no page has finished for {_duration(s['stalled_s'])} ({done}). The run goes on "
+                f"(a stuck page is given up after its deadline); pages already done can be read with get_page. Check again "
+                f"with book_status('{book}') in a few minutes; if it stays stalled, tell the user: restarting this MCP server "
+                f"stops the run, and ocr_book then resumes it where it stopped.")
     if state == "running":
         eta = f", about {_duration(s['eta_s'])} left" if s.get("eta_s") else ""
         return (f"OCR is running in the background: {done}{eta}. Pages already done can be read now with get_page; "

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import io
 import logging
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +48,7 @@ MAX_SEARCH_LIMIT = 50
 IMAGE_LONG_SIDE = 1280  # px; enough to read a formula, small enough for any client's image limit
 IMAGE_QUALITY = 80
 MAX_LISTED_BOOKS = 50
+EXIT_GRACE_S = 5.0  # after the server has stopped, the process is ended if anything still holds it this long
 
 INSTRUCTIONS = """\
 bookocr is a library of books turned from scans into per-page markdown.
@@ -87,6 +89,8 @@ class BookStatus(BaseModel):
     eta_s: float | None = Field(description="seconds left, while running")
     pages_per_s: float | None
     error: str | None
+    detail: str | None = Field(default=None, description="stalled: running, but no page has finished for stalled_s seconds")
+    stalled_s: float | None = Field(default=None, description="seconds since a page last finished, when stalled")
     message: str = Field(description="where the book stands and what to call next")
 
 
@@ -525,14 +529,47 @@ def format_hits(r: SearchResult) -> str:
     return "\n".join(lines)
 
 
-def serve(corpus: Corpus, policy: InputPolicy, http: bool = False, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the server over stdio (for desktop apps) or streamable HTTP. Logs go to stderr only."""
-    mcp = create_server(corpus, policy)
+def serve(corpus: Corpus, policy: InputPolicy, http: bool = False, host: str = "127.0.0.1", port: int = 8000,
+          jobs: JobManager | None = None) -> None:
+    """Run the server over stdio (for desktop apps) or streamable HTTP. Logs go to stderr only.
+
+    Returns when the client closes stdin, or the HTTP server is stopped, once the OCR jobs have been
+    asked to stop (the lifespan does it). A process that ends here should call :func:`leave`.
+    """
+    mcp = create_server(corpus, policy, jobs=jobs)
     log.info("serving %s (corpus %s; may read %s)", "HTTP" if http else "stdio", corpus.root.resolve(), policy.describe_roots())
     if http:
         mcp.run("streamable-http", host=host, port=port)
     else:
         mcp.run("stdio")
+
+
+def leave(jobs_stopped: bool) -> None:
+    """Make sure the process ends now that the server has, so that it frees its book locks. Only for
+    the end of a process that ran :func:`serve`: it ends the process.
+
+    A job thread stuck in a page (inside a native library, which no thread can interrupt) would keep
+    the process alive as an orphan of its client, holding the book's lock: then it ends at once.
+    Otherwise the interpreter shuts down as usual, but a watchdog ends it if some other thread (an
+    engine's worker, a tool call) still holds it after ``EXIT_GRACE_S``.
+    """
+    if not jobs_stopped:
+        log.warning("an OCR job is stuck in its engine; ending the process now (the book resumes on the next ocr_book)")
+        exit_now()
+    watchdog = threading.Timer(EXIT_GRACE_S, exit_now)
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def exit_now() -> None:
+    """End the process at once: ``os._exit`` skips the interpreter's shutdown, which would wait for the
+    stuck threads forever. Logs are flushed first; the kernel frees the book locks (flock)."""
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    for stream in (sys.stderr, sys.stdout):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def server_command() -> list[str]:

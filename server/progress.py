@@ -1,12 +1,21 @@
-"""A plain progress bar on stderr for terminals (pages done, pages/s, ETA); silent elsewhere."""
+"""A plain progress bar on stderr for terminals (pages done, pages/s, ETA); silent elsewhere.
+
+The bar redraws itself every second, so the elapsed time moves and a run where no page has finished
+for a long time says so (see :attr:`server.runner.Progress.stalled_for`) even though no page event
+comes to redraw it.
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
+import threading
 import time
 from typing import TextIO
 
 from server.runner import Progress
+
+TICK_S = 1.0  # how often the bar redraws on its own
 
 
 def format_duration(seconds: float | None) -> str:
@@ -18,33 +27,69 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def stall_text(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    quiet = f"{minutes} min" if minutes else f"{int(seconds)} s"
+    return f"stalled: no page finished for {quiet}; the run goes on (Ctrl-C stops it, a re-run resumes)"
+
+
+def progress_line(p: Progress, width: int = 28) -> str:
+    filled = int(width * p.done / p.total) if p.total else width
+    bar = "#" * filled + "-" * (width - filled)
+    head = f"{p.book} [{bar}] {p.done}/{p.total} pages"
+    stalled = p.stalled_for
+    if stalled is not None:
+        return f"{head}  {stall_text(stalled)}"
+    extra = f" failed {p.failed}" if p.failed else ""
+    extra += f" fallback {p.fallback}" if p.fallback else ""
+    return f"{head}  {p.rate:.2f} p/s  ETA {format_duration(p.eta)}{extra}"
+
+
 class ProgressBar:
-    def __init__(self, stream: TextIO | None = None, width: int = 28, min_interval: float = 0.1) -> None:
+    def __init__(self, stream: TextIO | None = None, width: int = 28, min_interval: float = 0.1, tick: float = TICK_S) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
         self.width = width
         self.min_interval = min_interval
+        self.tick = tick
         self._last = 0.0
         self._shown = False
+        self._progress: Progress | None = None
+        self._draw_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, p: Progress) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
+        self._progress = p
+        if self._ticker is None and not self._stop.is_set():
+            self._ticker = threading.Thread(target=self._tick, name="bookocr-progress", daemon=True)
+            self._ticker.start()
         final = p.done >= p.total
-        if not final and now - self._last < self.min_interval:
-            return
-        self._last = now
-        filled = int(self.width * p.done / p.total) if p.total else self.width
-        bar = "#" * filled + "-" * (self.width - filled)
-        extra = f" failed {p.failed}" if p.failed else ""
-        extra += f" fallback {p.fallback}" if p.fallback else ""
-        line = f"\r{p.book} [{bar}] {p.done}/{p.total} pages  {p.rate:.2f} p/s  ETA {format_duration(p.eta)}{extra}"
-        self.stream.write(line.ljust(100)[:140])
-        self.stream.flush()
-        self._shown = True
+        if final or time.monotonic() - self._last >= self.min_interval:
+            self._draw(p)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.tick):
+            progress = self._progress
+            if progress is not None and progress.state == "running":
+                self._draw(progress)
+
+    def _draw(self, p: Progress) -> None:
+        columns = shutil.get_terminal_size((160, 24)).columns - 1  # a wrapped line would not be redrawn in place
+        with self._draw_lock:
+            self._last = time.monotonic()
+            self.stream.write("\r" + progress_line(p, self.width).ljust(min(100, columns))[:columns])
+            self.stream.flush()
+            self._shown = True
 
     def close(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2 * self.tick + 1)
+        with self._draw_lock:
+            if self._shown:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._shown = False

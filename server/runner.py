@@ -26,6 +26,8 @@ from server.search import index_listener, sync_book_quietly
 logger = logging.getLogger(__name__)
 
 RENDER_AHEAD = 6  # pages the render worker may prepare before the engine takes them
+RENDER_TIMEOUT_S = 300.0  # a page that takes longer than this to render (normally < 0.1 s) stops the run
+STALL_AFTER_S = 180.0  # a run with no page finished for this long is reported as stalled
 
 
 @dataclass
@@ -36,7 +38,7 @@ class RunOptions:
     render: RenderSettings = field(default_factory=RenderSettings)
     replace: bool = False
     redo: bool = False  # redo the selected pages even if done (e.g. with a better engine)
-    wait_for_lock: bool = False
+    wait_for_lock: bool | float = False  # True: up to LOCK_WAIT_S; a number: that many seconds
     engine_options: dict[str, Any] = field(default_factory=dict)
     search_index: bool = True  # index each page for search as it lands (CORPUS/index.sqlite)
 
@@ -54,6 +56,17 @@ class Progress:
     state: str = "running"
     started: float = field(default_factory=time.monotonic)
     last_page: int | None = None
+    last_page_at: float = field(default_factory=time.monotonic)  # when a page last finished (or the run began)
+
+    def page_finished(self, number: int) -> None:
+        self.last_page = number
+        self.last_page_at = time.monotonic()
+
+    @property
+    def stalled_for(self) -> float | None:
+        """Seconds since a page last finished, when that is over ``STALL_AFTER_S`` and the run is still going."""
+        quiet = time.monotonic() - self.last_page_at
+        return quiet if self.state == "running" and quiet >= STALL_AFTER_S and self.done < self.total else None
 
     @property
     def elapsed(self) -> float:
@@ -84,6 +97,10 @@ class Progress:
             "pages_per_s": round(self.rate, 3),
             "eta_s": None if self.eta is None else round(self.eta, 1),
         }
+
+
+class RenderTimeoutError(BookOcrError):
+    """Rendering a page did not finish in time (a thread inside MuPDF cannot be stopped)."""
 
 
 ProgressFn = Callable[[Progress], None]
@@ -236,7 +253,7 @@ def _run(
             state.done += 1
             state.failed += result.status == "failed"
             state.fallback += result.status == "fallback"
-            state.last_page = result.number
+            state.page_finished(result.number)
             for listener in listeners:
                 listener(book, result)
             if progress:
@@ -281,12 +298,7 @@ def _render_ahead(
     thread.start()
     try:
         while True:
-            try:
-                item = ready.get(timeout=0.1)
-            except queue.Empty:
-                if (cancel is not None and cancel.is_set()) or not thread.is_alive() and ready.empty():
-                    return
-                continue
+            item = _next_prepared(ready, thread, cancel)
             if item is None or (cancel is not None and cancel.is_set()):
                 return
             if isinstance(item, BaseException):
@@ -296,6 +308,24 @@ def _render_ahead(
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def _next_prepared(
+    ready: queue.Queue[PageInput | None | BaseException], thread: threading.Thread, cancel: threading.Event | None
+) -> PageInput | None | BaseException:
+    """The render worker's next item; None once it has ended or the run is cancelled; never waits past RENDER_TIMEOUT_S."""
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    while True:
+        try:
+            return ready.get(timeout=0.1)
+        except queue.Empty:
+            if (cancel is not None and cancel.is_set()) or not thread.is_alive() and ready.empty():
+                return None
+            if time.monotonic() > deadline:
+                raise RenderTimeoutError(
+                    f"a page took more than {RENDER_TIMEOUT_S:.0f} s to render, so the run stopped; pages done so far "
+                    "are kept, and running the same command again resumes (leave a broken page out with --pages)"
+                ) from None
 
 
 def _prepare(source: Source, engine: OcrEngine, number: int, settings: RenderSettings) -> PageInput:

@@ -173,12 +173,19 @@ class LocalClass:
         self.runner = fake_runner(respond)
         self.errors = list(errors or [])
         self.calls: list[tuple[int, dict[str, Any]]] = []
+        self.timeouts: list[float | None] = []  # the deadline each call was given
+        self.info_timeouts: list[float | None] = []
 
-    def ocr(self, images: list[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+    def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
         self.calls.append((len(images), dict(options)))
+        self.timeouts.append(timeout)
         if self.errors:
             raise self.errors.pop(0)
         return self.runner.run(images, options)
+
+    def info(self, timeout: float | None = None) -> dict[str, Any]:
+        self.info_timeouts.append(timeout)
+        return {"gpu": self.runner.gpu, "model": self.runner.model_id, "vllm": "fake", "startup_error": None}
 
 
 class StubFallback(OcrEngine):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,76 @@ def test_without_a_token_the_run_stops_before_touching_the_corpus(tmp_path: Path
     code, _, err = run(capsys, "--corpus", str(corpus), "ocr", str(pdf), "--engine", "deepseek")
     assert code == 2 and "modal setup" in err
     assert tree_snapshot(corpus) == {}
+
+
+class DeployedClassBody:
+    """Replaces ModalRemote with the deployed class's own body (``modal_app.DeepseekOcr``),
+    run in-process with Modal's ``.local()``, its enter hook included."""
+
+    def __init__(self, app_name: str, class_name: str, gpu: str | None = None) -> None:
+        from ocr_backend import modal_app
+
+        self.obj = modal_app.DeepseekOcr()
+
+    def connect(self, network_check: Any = None) -> DeployedClassBody:
+        return self
+
+    def info(self, timeout: float) -> dict[str, Any]:
+        return self.obj.info.local()
+
+    def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        return self.obj.ocr.local(list(images), options)
+
+
+@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
+def test_a_gpu_class_whose_start_up_always_fails_stops_the_run_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ocr_backend import modal_app
+
+    def load_fails(model_id: str) -> Any:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(modal_app, "build_llm", load_fails)
+    monkeypatch.setattr(deepseek_engine, "ModalRemote", DeployedClassBody)
+    monkeypatch.setenv("BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S", "2")
+    pdf = marked_pdf(tmp_path / "book.pdf", 3)
+    corpus = tmp_path / "lib"
+    start = time.monotonic()
+    code, _, err = run(capsys, "--corpus", str(corpus), "ocr", str(pdf), "--engine", "deepseek")
+    assert time.monotonic() - start < 2.0
+    assert code == 2
+    assert "the GPU class failed to start" in err and "RuntimeError: CUDA out of memory" in err and "modal app logs" in err
+    assert tree_snapshot(corpus) == {}  # no book folder, no manifest
+
+
+class CrashLoopingClass(FakeModalRemote):
+    """What a caller sees when Modal keeps restarting a container that crashes at start-up:
+    no answer, ever."""
+
+    release = threading.Event()
+
+    def info(self, timeout: float | None = None) -> dict[str, Any]:
+        self.release.wait()
+        return super().info(timeout)
+
+
+def test_a_gpu_class_that_never_comes_up_stops_the_run_within_its_deadline(
+    tmp_path: Path, deployed: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(deepseek_engine, "ModalRemote", CrashLoopingClass)
+    monkeypatch.setenv("BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S", "1")
+    pdf = marked_pdf(tmp_path / "book.pdf", 3)
+    corpus = tmp_path / "lib"
+    start = time.monotonic()
+    try:
+        code, _, err = run(capsys, "--corpus", str(corpus), "ocr", str(pdf), "--engine", "deepseek")
+    finally:
+        CrashLoopingClass.release.set()
+    assert 1.0 <= time.monotonic() - start < 3.0
+    assert code == 2 and "the GPU class failed to start: no answer within 1 s" in err
+    assert tree_snapshot(corpus) == {}
+    assert not deployed.instances[0].calls  # no page was sent
 
 
 def test_deploy_runs_modal_deploy_with_the_choices(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from ocr_backend import deepseek_client
-from ocr_backend.deepseek_client import ModalRemote, check_network, encode_page, error_kind, has_modal_credentials
+from ocr_backend.deepseek_client import DeadlineExceeded, ModalRemote, check_network, encode_page, error_kind, has_modal_credentials
+from ocr_backend.engines.base import PageInput
 from ocr_backend.engines.deepseek import DeepseekEngine
 from ocr_backend.errors import EngineError
 from tests.deepseek_fakes import StubFallback, number_of, page_image
@@ -26,11 +27,44 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
+class FakeCall:
+    """Shaped like ``modal.FunctionCall``: ``get(timeout)`` answers, or waits out the
+    timeout and raises the builtin TimeoutError as modal 1.6 does."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.timeouts: list[float | None] = []
+        self.cancelled: list[bool] = []
+
+    def get(self, timeout: float | None = None) -> Any:
+        self.timeouts.append(timeout)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        if self.answer is not NO_ANSWER:
+            return self.answer
+        if timeout is None:
+            raise AssertionError("waited for a class that never answers, with no deadline")
+        time.sleep(timeout)
+        raise TimeoutError()
+
+    def cancel(self, terminate_containers: bool = False) -> None:
+        self.cancelled.append(terminate_containers)
+
+
+NO_ANSWER = object()
+
+
 class FakeCls:
-    def __init__(self, hydrate_error: BaseException | None = None) -> None:
+    """Shaped like the class ``modal.Cls.from_name`` finds. ``answers`` maps a method to
+    what its calls return (``NO_ANSWER``: they never do; an exception: they raise it)."""
+
+    def __init__(self, hydrate_error: BaseException | None = None, answers: dict[str, Any] | None = None, methods: tuple[str, ...] = ("ocr", "info")) -> None:
         self.hydrate_error = hydrate_error
+        self.answers = answers or {}
+        self.methods = methods
         self.options: dict[str, Any] = {}
-        self.calls: list[tuple[list[bytes], dict[str, Any]]] = []
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.spawned: list[FakeCall] = []
 
     def hydrate(self) -> FakeCls:
         if self.hydrate_error:
@@ -41,16 +75,31 @@ class FakeCls:
         self.options.update(options)
         return self
 
+    def answer(self, name: str, args: tuple[Any, ...]) -> Any:
+        if name in self.answers:
+            return self.answers[name]
+        if name == "info":
+            return {"gpu": "A100", "model": "deepseek-ai/DeepSeek-OCR", "vllm": "0.16.0", "startup_error": None}
+        return [{"text": "x", "finish_reason": "stop"} for _ in args[0]]
+
     def __call__(self) -> Any:
         parent = self
 
         class Method:
-            def remote(self, images: list[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
-                parent.calls.append((images, options))
-                return [{"text": "x", "finish_reason": "stop"} for _ in images]
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def spawn(self, *args: Any) -> FakeCall:
+                parent.calls.append((self.name, args))
+                call = FakeCall(parent.answer(self.name, args))
+                parent.spawned.append(call)
+                return call
 
         class Obj:
-            ocr = Method()
+            def __getattr__(self, name: str) -> Method:
+                if name not in parent.methods:
+                    raise modal.exception.NotFoundError(f"Class has no method `{name}`")
+                return Method(name)
 
         return Obj()
 
@@ -117,9 +166,97 @@ def test_a_deployed_class_is_called_with_the_chosen_gpu(signed_in: None, monkeyp
     looked_up: list[tuple[str, str]] = []
     monkeypatch.setattr(modal.Cls, "from_name", lambda app, name: looked_up.append((app, name)) or fake)
     remote = ModalRemote("bookocr", "DeepseekOcr", gpu="H100").connect(lambda *a: None)
-    assert remote.ocr([b"img"], {"ngram_size": 30}) == [{"text": "x", "finish_reason": "stop"}]
+    assert remote.ocr([b"img"], {"ngram_size": 30}, timeout=42.0) == [{"text": "x", "finish_reason": "stop"}]
     assert looked_up == [("bookocr", "DeepseekOcr")] and fake.options == {"gpu": "H100"}
-    assert fake.calls == [([b"img"], {"ngram_size": 30})]
+    assert fake.calls == [("ocr", ([b"img"], {"ngram_size": 30}))]
+    [call] = fake.spawned
+    assert call.timeouts == [42.0] and not call.cancelled  # spawned, waited for with the deadline
+
+
+def test_a_modal_call_with_no_answer_is_cancelled_at_its_deadline(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(answers={"ocr": NO_ANSWER})
+    monkeypatch.setattr(modal.Cls, "from_name", lambda app, name: fake)
+    remote = ModalRemote("bookocr", "DeepseekOcr").connect(lambda *a: None)
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"timed out after 0\.3 s"):
+        remote.ocr([b"img"], {}, timeout=0.3)
+    assert time.monotonic() - start < 1.0
+    [call] = fake.spawned
+    assert call.timeouts == [0.3] and call.cancelled == [True]  # its container goes too
+    assert error_kind(DeadlineExceeded(0.3)) == "batch"  # failed pages, not retried like a transient error
+
+
+def test_modal_s_own_timeouts_are_not_taken_for_the_deadline(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(answers={"ocr": modal.exception.FunctionTimeoutError("the function ran past its 900 s timeout")})
+    monkeypatch.setattr(modal.Cls, "from_name", lambda app, name: fake)
+    remote = ModalRemote("bookocr", "DeepseekOcr").connect(lambda *a: None)
+    with pytest.raises(modal.exception.FunctionTimeoutError):  # transient: the engine retries it
+        remote.ocr([b"img"], {}, timeout=5.0)
+    assert not fake.spawned[0].cancelled
+
+
+def modal_engine(fake: FakeCls, monkeypatch: pytest.MonkeyPatch, **options: Any) -> DeepseekEngine:
+    monkeypatch.setattr(modal.Cls, "from_name", lambda app, name: fake)
+    return engine(network_check=lambda *a: None, sleep=lambda _: None, **options)
+
+
+def test_the_engine_gives_every_modal_call_a_deadline(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls()
+    eng = modal_engine(fake, monkeypatch, startup_timeout_s=300, page_timeout_s=10, batch_size=4, min_batch=4, containers=1)
+    eng.start()
+    results = list(eng.recognize_many(PageInput(number=n, image=page_image(n)) for n in range(1, 7)))
+    assert len(results) == 6
+    assert fake.calls[0][0] == "info" and fake.spawned[0].timeouts == [300]  # the start-up allowance
+    sizes = [len(args[0]) for name, args in fake.calls if name == "ocr"]
+    timeouts = [call.timeouts[0] for (name, _), call in zip(fake.calls, fake.spawned) if name == "ocr"]
+    assert sum(sizes) == 6 and timeouts == [300 + 10 * n for n in sizes]  # allowance plus a budget per page
+
+
+def test_modal_calls_past_their_deadline_fall_back_with_the_reason(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(answers={"ocr": NO_ANSWER})
+    eng = modal_engine(fake, monkeypatch, startup_timeout_s=0.2, page_timeout_s=0.05, batch_size=2, min_batch=2, containers=2)
+    start = time.monotonic()
+    results = list(eng.recognize_many(PageInput(number=n, image=page_image(n)) for n in range(1, 5)))
+    assert time.monotonic() - start < 2.0
+    assert sorted(r.number for r in results) == [1, 2, 3, 4]
+    assert {r.status for r in results} == {"fallback"}
+    assert all("the GPU call failed: timed out after 0.3 s" in r.reason for r in results)
+    ocr_calls = [call for (name, _), call in zip(fake.calls, fake.spawned) if name == "ocr"]
+    assert len(ocr_calls) == 2  # one try per batch: a deadline is not retried
+    eng.close()
+    assert all(call.cancelled for call in ocr_calls)
+
+
+def test_a_class_that_never_answers_fails_start_within_its_allowance(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(answers={"info": NO_ANSWER})
+    eng = modal_engine(fake, monkeypatch, startup_timeout_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(EngineError, match=r"the GPU class failed to start: no answer within 0\.5 s.*modal app logs bookocr"):
+        eng.start()
+    assert time.monotonic() - start < 1.5
+    eng.close()
+    assert fake.spawned[0].cancelled  # Modal stops trying to start a container for it
+
+
+def test_a_class_that_could_not_load_its_model_fails_start(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(answers={"info": {"startup_error": "loading deepseek-ai/DeepSeek-OCR on A100 failed: OutOfMemoryError: CUDA out of memory"}})
+    with pytest.raises(EngineError, match=r"the GPU class failed to start: loading .* CUDA out of memory"):
+        modal_engine(fake, monkeypatch).start()
+
+
+def test_a_class_deployed_by_an_older_bookocr_asks_for_a_redeploy(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(methods=("ocr",))
+    with pytest.raises(EngineError, match=r"no `info` method.*bookocr deploy"):
+        modal_engine(fake, monkeypatch).start()
+
+
+def test_deadlines_can_be_set_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S", "90")
+    monkeypatch.setenv("BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S", "2.5")
+    assert engine().call_deadline(10) == 115.0
+    monkeypatch.setenv("BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S", "soon")
+    with pytest.raises(EngineError, match="BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S"):
+        engine()
 
 
 def test_error_kinds() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import modal.exception
 import pytest
 
+from ocr_backend.deepseek_client import decode_page
 from ocr_backend.engines.base import PageInput, PageResult
 from ocr_backend.engines.deepseek import DeepseekEngine, plan_batch_size
 from ocr_backend.engines.deepseek_local import DeepseekLocalEngine
@@ -18,7 +20,7 @@ from ocr_backend.errors import EngineError
 from ocr_backend.pricing import PRICE_PER_SECOND
 from server.corpus import Corpus
 from server.runner import RunOptions, ocr_book
-from tests.deepseek_fakes import LocalClass, StubFallback, fake_runner, good_raw, marked_pdf, page_image, raw_loop, respond_good
+from tests.deepseek_fakes import LocalClass, StubFallback, fake_runner, good_raw, marked_pdf, number_of, page_image, raw_loop, respond_good
 
 
 def pages(count: int, delay: float = 0.0, start: int = 1) -> Any:
@@ -63,12 +65,12 @@ def test_several_batches_are_in_flight_at_once() -> None:
             super().__init__()
             self.active = self.peak = 0
 
-        def ocr(self, images: list[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
+        def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
             self.active += 1
             self.peak = max(self.peak, self.active)
             time.sleep(0.05)
             self.active -= 1
-            return super().ocr(images, options)
+            return super().ocr(images, options, timeout)
 
     remote = SlowClass()
     engine, _ = engine_for(remote, batch_size=4, min_batch=4, containers=3)
@@ -159,6 +161,63 @@ def test_a_fatal_modal_error_mid_run_stops_with_advice() -> None:
         list(engine.recognize_many(pages(3)))
 
 
+class BlockingClass(LocalClass):
+    """A stand-in whose calls on the given pages never return (a hung container)."""
+
+    def __init__(self, stuck_pages: set[int]) -> None:
+        super().__init__()
+        self.stuck_pages = stuck_pages
+        self.release = threading.Event()
+
+    def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
+        if {number_of(decode_page(data)) for data in images} & self.stuck_pages:
+            self.release.wait()  # ignores its deadline, as a hung client would
+        return super().ocr(images, options, timeout)
+
+
+def test_a_call_that_never_returns_fails_its_pages_at_the_deadline_and_the_run_finishes(tmp_path: Path) -> None:
+    remote = BlockingClass(stuck_pages={3})
+    pdf = marked_pdf(tmp_path / "book.pdf", 5)
+    corpus = Corpus(tmp_path / "corpus")
+    engine, fallback = engine_for(remote, batch_size=1, min_batch=1, containers=2, startup_timeout_s=0.4, page_timeout_s=0.1)
+    start = time.monotonic()
+    try:
+        state = ocr_book(corpus, pdf, RunOptions(engine="deepseek"), engine=engine)
+    finally:
+        remote.release.set()
+    assert time.monotonic() - start < 5.0
+    assert state.state == "complete" and state.done == 5 and state.fallback == 1
+    manifest = json.loads((corpus.book("book").dir / "manifest.json").read_text())
+    assert [p["status"] for p in manifest["pages"]] == ["ok", "ok", "fallback", "ok", "ok"]
+    assert "the GPU call failed: timed out after 0.5 s" in manifest["pages"][2]["reason"]
+    assert fallback.pages == [3]
+    assert remote.timeouts[0] == pytest.approx(0.5) and remote.info_timeouts == [0.4]  # each call was told its deadline
+
+
+def test_a_class_that_fails_to_start_mid_run_gets_no_more_work(tmp_path: Path) -> None:
+    class BrokenContainers(LocalClass):
+        """The first container came up; the ones started for later batches could not load the model."""
+
+        def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
+            self.calls.append((len(images), dict(options)))
+            return [{"startup_error": "OutOfMemoryError: CUDA out of memory", "error": "x", "finish_reason": "error"} for _ in images]
+
+    pdf = marked_pdf(tmp_path / "book.pdf", 12)
+    corpus = Corpus(tmp_path / "corpus")
+    broken = BrokenContainers()
+    engine, fallback = engine_for(broken, batch_size=2, min_batch=2, containers=1)
+    with pytest.raises(EngineError, match="the GPU class failed to start: OutOfMemoryError: CUDA out of memory"):
+        ocr_book(corpus, pdf, RunOptions(engine="deepseek"), engine=engine)
+    assert not fallback.pages  # not a page was sent to the CPU one by one
+    assert sum(n for n, _ in broken.calls) < 12
+    manifest = json.loads((corpus.book("book").dir / "manifest.json").read_text())
+    assert manifest["pages"] == [None] * 12  # every page still to do
+
+    engine, _ = engine_for(LocalClass())
+    state = ocr_book(corpus, pdf, RunOptions(engine="deepseek"), engine=engine)  # resumes once the class is fixed
+    assert state.done == 12 and state.fallback == 0
+
+
 def test_unrenderable_pages_fail_alone() -> None:
     engine, _ = engine_for(LocalClass())
     broken = [PageInput(number=1, error="could not render page 1: boom"), PageInput(number=2), *pages(1, start=3)]
@@ -192,6 +251,7 @@ def test_figures_are_saved_beside_the_page(tmp_path: Path) -> None:
 
 def test_deepseek_local_runs_the_same_pipeline_in_process() -> None:
     engine = DeepseekLocalEngine(runner=fake_runner(), fallback=StubFallback())
+    engine.start()
     results = by_number(list(engine.recognize_many(pages(12))))
     assert all(r.status == "ok" and r.engine == "deepseek-local" for r in results.values())
     assert results[5].extra["cost_usd"] == 0.0 and results[5].extra["gpu_seconds"] > 0  # your own GPU

@@ -84,6 +84,26 @@ def test_deepseek_ocr_2_is_a_model_id_away(fake_vllm: dict[str, Any]) -> None:
     assert runner.run([jpeg(page_image(2))], {})[0]["model"] == "deepseek-ai/DeepSeek-OCR-2"
 
 
+@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
+def test_the_class_says_what_it_serves(fake_vllm: dict[str, Any]) -> None:
+    info = modal_app.DeepseekOcr().info.local()
+    assert info["model"] == "deepseek-ai/DeepSeek-OCR" and info["gpu"] == "A100" and info["vllm"] == "0.16.0"
+    assert info["startup_error"] is None
+
+
+@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
+def test_a_model_that_does_not_load_is_reported_by_every_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(model_id: str) -> Any:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(modal_app, "build_llm", out_of_memory)
+    engine = modal_app.DeepseekOcr()
+    info = engine.info.local()  # the enter hook kept the error instead of crashing the container
+    assert "deepseek-ai/DeepSeek-OCR" in info["startup_error"] and "RuntimeError: CUDA out of memory" in info["startup_error"]
+    out = engine.ocr.local([jpeg(page_image(1)), jpeg(page_image(2))], {})
+    assert len(out) == 2 and all(o["startup_error"] == info["startup_error"] for o in out)
+
+
 def test_class_settings_and_deploy_time_gpu_choice() -> None:
     spec = modal_app.DeepseekOcr._get_class_service_function()._spec_  # Modal's own record of the decorator
     assert spec.gpus == "A100"

@@ -10,9 +10,11 @@ from typing import Any
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.local import LocalEngine
 from ocr_backend.engines.text_layer import TextLayerEngine
+from ocr_backend.errors import EngineError
 from ocr_backend.textlayer import judge_text_layer
 
 _END = None
+POLL_S = 1.0  # how often a wait on the OCR thread checks that it is still alive
 
 
 class AutoEngine(OcrEngine):
@@ -36,7 +38,8 @@ class AutoEngine(OcrEngine):
 
     def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
         """Text-layer pages come back at once; pages that need OCR stream through the OCR engine's
-        own ``recognize_many`` (its worker pool) on a background thread, started only if needed."""
+        own ``recognize_many`` (its worker pool) on a background thread, started only if needed.
+        Every wait on that thread is bounded: if it ends early, its error is raised here."""
         to_ocr: queue.Queue[PageInput | None] = queue.Queue(maxsize=2)
         done: queue.Queue[PageResult | BaseException] = queue.Queue()
         reasons: dict[int, str] = {}
@@ -50,14 +53,39 @@ class AutoEngine(OcrEngine):
             except BaseException as exc:  # surfaced to the consumer below
                 done.put(exc)
 
-        def collect(block: bool) -> Iterator[PageResult]:
-            nonlocal outstanding
-            while outstanding and (block or not done.empty()):
-                item = done.get()
+        def take(block: bool) -> PageResult | None:
+            """The next OCR result: waits (in POLL_S steps) only while the OCR thread is alive."""
+            while True:
+                try:
+                    item = done.get(timeout=POLL_S) if block else done.get_nowait()
+                except queue.Empty:
+                    if not block:
+                        return None
+                    if worker is None or not worker.is_alive() and done.empty():
+                        raise EngineError(f"the {self.ocr.name} engine stopped with pages outstanding") from None
+                    continue
                 if isinstance(item, BaseException):
                     raise item
+                return item
+
+        def collect(block: bool) -> Iterator[PageResult]:
+            nonlocal outstanding
+            while outstanding:
+                item = take(block)
+                if item is None:
+                    return
                 outstanding -= 1
                 yield self._explained(item, reasons.pop(item.number, ""))
+
+        def send(page: PageInput | None) -> None:
+            while True:
+                try:
+                    to_ocr.put(page, timeout=POLL_S)
+                    return
+                except queue.Full:
+                    if worker is not None and not worker.is_alive():
+                        take(block=False)  # raises the error it ended with
+                        raise EngineError(f"the {self.ocr.name} engine stopped taking pages") from None
 
         try:
             for page in pages:
@@ -70,10 +98,10 @@ class AutoEngine(OcrEngine):
                         worker.start()
                     reasons[page.number] = verdict.reason
                     outstanding += 1
-                    to_ocr.put(page)
+                    send(page)
                 yield from collect(block=False)
             if worker is not None:
-                to_ocr.put(_END)
+                send(_END)
             yield from collect(block=True)
         finally:
             if worker is not None and worker.is_alive():
@@ -96,4 +124,7 @@ def _drain_then_end(pages: queue.Queue[PageInput | None]) -> None:
             pages.get_nowait()
         except queue.Empty:
             break
-    pages.put(_END)
+    try:
+        pages.put_nowait(_END)
+    except queue.Full:  # the OCR thread is gone; closing the engine stops its workers
+        pass

@@ -89,6 +89,11 @@ class OcrEngine(ABC):
         for page in pages:
             yield self.safe_recognize(page)
 
+    def recognize_one(self, page: PageInput) -> PageResult:
+        """One page, from any thread (a fallback for another engine). Engines whose models live in
+        worker processes override this; the rest just read the page."""
+        return self.safe_recognize(page)
+
     def safe_recognize(self, page: PageInput) -> PageResult:
         if page.error:
             return PageResult.failed(page, self, page.error)

@@ -6,10 +6,17 @@ The book streams through in batches with several batches in flight, so rendering
 that stopped for any reason but "stop", looped, or came back empty is retried once
 with stronger anti-repeat settings, then OCRed by the local CPU engine and marked
 ``fallback`` with the reason. No page is ever dropped and numbers never shift.
+
+Nothing waits without a deadline: :meth:`DeepseekEngine.start` asks the class what it
+serves (bounded by the start-up allowance) before the corpus is touched, and each call
+gets the start-up allowance plus a budget per page. A call past its deadline is
+cancelled and its pages fall back; a class whose model did not load ends the run.
+Both are settable: ``BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S``, ``BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -24,17 +31,23 @@ from typing import Any
 from ocr_backend import clean as cleaning
 from ocr_backend.deepseek_client import (
     JPEG_QUALITY,
+    DeadlineExceeded,
     ModalRemote,
     RemoteOcr,
+    call_within,
     check_network,
     decode_page,
     encode_page,
     error_kind,
+    startup_failure,
     user_error,
 )
 from ocr_backend.deepseek_runner import DEFAULT_MODEL, FIRST_ATTEMPT, RETRY_ATTEMPT, VLLM_VERSION, DecodeSettings
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
+from ocr_backend.errors import EngineError
 from ocr_backend.pricing import DEFAULT_GPU, page_cost
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "bookocr"  # keep in step with ocr_backend.modal_app (not imported: that pulls in modal)
 CLASS_NAME = "DeepseekOcr"
@@ -45,6 +58,15 @@ CONTAINERS = 4
 BUFFER_BATCHES = 4  # encoded pages held ahead of the GPUs, in batches
 TRANSIENT_RETRIES = 3
 BACKOFF_S = 1.0
+# A cold container pulls the image, reads 6.7 GB of weights from a Volume and lets vLLM
+# compile and capture CUDA graphs: one to three minutes, more on a first start after a
+# deploy. Any call may land on a cold container, so every deadline includes this.
+STARTUP_TIMEOUT_S = 600.0
+# Every page of a batch running to the 8192-token limit takes about 8 s of the batch's
+# time on an A100; a call may also queue behind one such batch on its container.
+PAGE_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S"
+PAGE_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S"
 
 
 @dataclass
@@ -205,11 +227,12 @@ class DeepseekEngine(OcrEngine):
         network_check: Callable[[str, int], None] | None = None,
         app_name: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        startup_timeout_s: float | None = None,
+        page_timeout_s: float | None = None,
         **_: Any,
     ) -> None:
         self._remote = remote
         self._fallback = fallback
-        self._fallback_lock = threading.Lock()
         self.gpu = gpu
         self.gpu_price = gpu_price
         self.model = model or DEFAULT_MODEL
@@ -225,6 +248,8 @@ class DeepseekEngine(OcrEngine):
         self.network_check = network_check or check_network
         self.app_name = app_name or _default_app_name()
         self.sleep = sleep
+        self.startup_timeout_s = startup_timeout_s if startup_timeout_s is not None else _seconds_from_env(STARTUP_TIMEOUT_ENV, STARTUP_TIMEOUT_S)
+        self.page_timeout_s = page_timeout_s if page_timeout_s is not None else _seconds_from_env(PAGE_TIMEOUT_ENV, PAGE_TIMEOUT_S)
 
     def version(self) -> str:
         return f"{self.model}+vllm-{VLLM_VERSION}"
@@ -238,7 +263,37 @@ class DeepseekEngine(OcrEngine):
         return self._fallback
 
     def start(self) -> None:
-        self.connect()
+        self.check_started(self.connect())
+
+    def check_started(self, remote: RemoteOcr) -> dict[str, Any]:
+        """One cheap call that wakes a container: what it serves, or why it could not start,
+        within the start-up allowance."""
+        timeout = self.startup_timeout_s
+        try:
+            info = call_within(lambda: remote.info(timeout=timeout), timeout)
+        except DeadlineExceeded:
+            raise self._startup_error(f"no answer within {timeout:g} s (its container may be failing at start-up, or no GPU of that type is free)") from None
+        except EngineError:
+            raise
+        except Exception as exc:
+            if error_kind(exc) == "fatal":
+                raise user_error(exc, self.app_name, CLASS_NAME) from None
+            raise self._startup_error(f"{type(exc).__name__}: {exc}") from exc
+        reason = startup_failure(info)
+        if reason:
+            raise self._startup_error(reason)
+        self.model = info.get("model") or self.model
+        logger.info("GPU class ready: %s", info)
+        return info
+
+    def call_deadline(self, pages: int) -> float:
+        return self.startup_timeout_s + self.page_timeout_s * pages
+
+    def _startup_error(self, reason: str) -> EngineError:
+        return EngineError(
+            f"the GPU class failed to start: {reason}. Its log: `modal app logs {self.app_name}`; "
+            "redeploy with `bookocr deploy`, or run on the CPU with --engine local"
+        )
 
     def connect(self) -> RemoteOcr:
         """The remote class; the first call checks token, network and deployment, fast."""
@@ -284,6 +339,9 @@ class DeepseekEngine(OcrEngine):
             feeder.stop()
 
     def close(self) -> None:
+        close_remote = getattr(self._remote, "close", None)  # ModalRemote: cancels calls still waiting
+        if close_remote is not None:
+            close_remote()
         if self._fallback is not None:
             self._fallback.close()
 
@@ -333,10 +391,14 @@ class DeepseekEngine(OcrEngine):
         return outcome
 
     def _call(self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings) -> tuple[list[dict[str, Any]] | None, str]:
-        """The remote call with backoff on transient errors; fatal ones raise for the user."""
+        """The remote call with backoff on transient errors; fatal ones, and a class that
+        could not start, raise for the user. A call past its deadline fails its pages."""
+        timeout = self.call_deadline(len(images))
         for retry in range(self.transient_retries + 1):
             try:
-                outputs = remote.ocr(images, settings.as_dict())
+                outputs = call_within(lambda: remote.ocr(images, settings.as_dict(), timeout=timeout), timeout)
+            except DeadlineExceeded as exc:
+                return None, str(exc)
             except Exception as exc:
                 kind = error_kind(exc)
                 if kind == "fatal":
@@ -345,6 +407,9 @@ class DeepseekEngine(OcrEngine):
                     self.sleep(self.backoff_s * 2**retry)
                     continue
                 return None, f"{type(exc).__name__}: {exc}"
+            reason = startup_failure(outputs)
+            if reason:  # no more work for it: the run stops, pages not done stay pending
+                raise self._startup_error(reason)
             if len(outputs) != len(images):
                 return None, f"{len(outputs)} results came back for {len(images)} pages"
             return outputs, ""
@@ -380,8 +445,7 @@ class DeepseekEngine(OcrEngine):
 
     def _fall_back(self, job: _Job, state: _PageState) -> PageResult:
         page = PageInput(number=job.number, image=decode_page(job.data))
-        with self._fallback_lock:  # the CPU engine runs one page at a time
-            result = self.fallback.safe_recognize(page)
+        result = self.fallback.recognize_one(page)  # in the local engine's worker processes, under their deadline
         why = "; ".join(state.reasons)
         if result.status == "failed":
             result.reason = f"DeepSeek failed ({why}) and so did the {result.engine} engine: {result.reason}"
@@ -420,6 +484,19 @@ def judge(output: dict[str, Any], page: cleaning.CleanPage) -> str | None:
 
 def _default_app_name() -> str:
     return os.environ.get("BOOKOCR_MODAL_APP", APP_NAME)
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise EngineError(f"{name}={value!r} is not a number of seconds above 0")
+    return seconds
 
 
 __all__ = ["DeepseekEngine", "plan_batch_size", "judge"]

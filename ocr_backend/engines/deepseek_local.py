@@ -7,6 +7,7 @@ Everything else (batching, validation, retry, fallback, cleaning) is the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,13 +19,21 @@ LOCAL_BATCH_SIZE = 48  # one GPU: bigger batches keep vLLM's queue full between 
 
 
 class RunnerRemote:
-    """A :class:`~ocr_backend.deepseek_client.RemoteOcr` that calls a runner directly."""
+    """A :class:`~ocr_backend.deepseek_client.RemoteOcr` that calls a runner directly.
+
+    An in-process call cannot be cancelled: the engine abandons one past its deadline.
+    The lock keeps the next call from entering vLLM (not thread-safe) while it still runs."""
 
     def __init__(self, runner: DeepseekRunner) -> None:
         self.runner = runner
+        self._lock = threading.Lock()
 
-    def ocr(self, images: Sequence[bytes], options: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.runner.run(images, options)
+    def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.runner.run(images, options)
+
+    def info(self, timeout: float | None = None) -> dict[str, Any]:
+        return {"gpu": self.runner.gpu, "device": self.runner.device, "model": self.runner.model_id, "vllm": VLLM_VERSION}
 
 
 def load_local_runner(model: str = DEFAULT_MODEL) -> DeepseekRunner:

@@ -2,7 +2,8 @@
 
 :mod:`ocr_backend.ppocr` finds and reads the text lines; :mod:`ocr_backend.layout` rebuilds the page
 from them. Pages are OCRed by a small pool of workers, each with its own single-threaded models: on a
-few cores, whole pages in parallel beat one page on many threads.
+few cores, whole pages in parallel beat one page on many threads. The workers are processes
+(:mod:`ocr_backend.workers`), so a page that hangs inside the models is given a deadline, not the run.
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from ocr_backend import ppocr
-from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
+from ocr_backend.engines.base import PageInput, PageResult
 from ocr_backend.errors import EngineError
 from ocr_backend.layout import TextLine, build_markdown
+from ocr_backend.workers import PoolEngine, WorkerSpec
 
 MIN_LINE_SCORE = 0.5
 LOW_CONFIDENCE = 0.8
@@ -40,23 +40,39 @@ def _read_page(finder: ppocr.LineFinder, reader: ppocr.LineRecognizer, pixels: n
     return [(box, reader.read(ppocr.crop_line(pixels, box))) for box in finder.find(pixels)]
 
 
+BACKEND_ENV = "BOOKOCR_LOCAL_BACKEND"  # openvino or onnxruntime: overrides the choice below
+
+
 def default_backend() -> str:
     """OpenVINO runs the same ONNX models about 2x faster end to end on the CPU (measured); used when installed."""
-    return "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    return os.environ.get(BACKEND_ENV) or ("openvino" if importlib.util.find_spec("openvino") else "onnxruntime")
 
 
-class LocalEngine(OcrEngine):
+class LocalEngine(PoolEngine):
     name = "local"
     description = "PP-OCR (RapidOCR's models) on the CPU; works offline"
 
-    def __init__(self, workers: int | None = None, threads: int | None = None, backend: str | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        threads: int | None = None,
+        backend: str | None = None,
+        page_timeout: float | None = None,
+        **_: Any,
+    ) -> None:
         cores = os.cpu_count() or 1
         self.workers = max(1, workers or min(cores, MAX_WORKERS))
         self.threads = max(1, threads or cores // self.workers)
         self.backend = backend or default_backend()
         if self.backend not in ("onnxruntime", "openvino"):
             raise EngineError(f"unknown backend {self.backend!r} for the local engine: onnxruntime or openvino")
+        if page_timeout is not None and page_timeout <= 0:
+            raise EngineError(f"page_timeout must be a positive number of seconds, not {page_timeout}")
+        self.page_timeout = page_timeout
         self._local = threading.local()
+
+    def worker_spec(self) -> WorkerSpec:
+        return WorkerSpec("ocr_backend.engines.local:loaded_engine", {"threads": self.threads, "backend": self.backend})
 
     def version(self) -> str:
         try:
@@ -71,16 +87,11 @@ class LocalEngine(OcrEngine):
         return latin if self.backend == "openvino" else [*latin, "zh"]
 
     def _models(self) -> tuple[ppocr.LineFinder, ppocr.LineRecognizer]:
-        """This thread's detector and recogniser; models are not shared between workers.
-
-        A pool worker's models get their share of the cores; a caller that OCRs pages one
-        at a time on its own thread (the ``auto`` engine) gets models using every core.
-        """
+        """This thread's detector and recogniser: a compiled model runs one inference at a time."""
         models = getattr(self._local, "models", None)
         if models is None:
-            threads = self.threads if getattr(self._local, "pooled", False) else self.workers * self.threads
             build = ppocr.openvino_models if self.backend == "openvino" else ppocr.onnxruntime_models
-            models = self._local.models = build(threads, DET_LONG_SIDE)
+            models = self._local.models = build(self.workers * self.threads, DET_LONG_SIDE)
         return models
 
     def recognize(self, page: PageInput) -> PageResult:
@@ -106,31 +117,6 @@ class LocalEngine(OcrEngine):
             furniture=layout.furniture,
         )
 
-    def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
-        """OCR pages on ``workers`` threads, at most one page queued per worker; results as they finish."""
-        if self.workers == 1:
-            yield from super().recognize_many(pages)
-            return
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bookocr-local")
-        pending: set[Future[PageResult]] = set()
-        try:
-            for page in pages:
-                pending.add(pool.submit(self._pooled_recognize, page))
-                while len(pending) > self.workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from (future.result() for future in done)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
-        finally:
-            for future in pending:
-                future.cancel()
-            pool.shutdown(wait=True)
-
-    def _pooled_recognize(self, page: PageInput) -> PageResult:
-        self._local.pooled = True
-        return self.safe_recognize(page)
-
     def read_lines(self, pixels: np.ndarray) -> list[TextLine]:
         if pixels.ndim == 2:
             pixels = np.repeat(pixels[:, :, None], 3, axis=2)  # the models read 3-channel images
@@ -146,4 +132,12 @@ class LocalEngine(OcrEngine):
         return lines
 
     def close(self) -> None:
-        self._local = threading.local()  # pool threads' models go with their threads
+        super().close()
+        self._local = threading.local()
+
+
+def loaded_engine(threads: int, backend: str) -> LocalEngine:
+    """The engine inside one worker process: one reader, its models built before the first page."""
+    engine = LocalEngine(workers=1, threads=threads, backend=backend)
+    engine._models()
+    return engine

@@ -13,9 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpu_report import describe
+
 from server.corpus import Corpus
 from server.runner import RunOptions, ocr_book
-from cpu_report import describe
 
 BOOK = "gitenberg_whitehead_41568/41568-pdf.pdf"
 
@@ -38,7 +39,7 @@ def main() -> int:
             state = ocr_book(corpus, pdf, RunOptions(engine="auto"))
             elapsed = time.perf_counter() - start
             book = corpus.book(state.book)
-            engines |= {m["engine"] for m in book.pages if m}
+            engines |= {m.engine for m in book.pages if m}
             rates.append(book.page_count / elapsed)
     print(f"book: {pdf.name}, {book.page_count} pages, engine auto -> {sorted(engines)}")
     print(f"pages/s per run: {', '.join(f'{r:.1f}' for r in rates)}; median {statistics.median(rates):.1f} (floor 50)")

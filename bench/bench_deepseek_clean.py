@@ -16,8 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-from ocr_backend.clean import clean, tidy
 from cpu_report import describe
+
+from ocr_backend.deepseek.clean import clean, tidy
 
 LEFTOVER = re.compile(r"<\|/?(?:ref|det|grounding)\|>|end▁of▁sentence")
 MATH = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)

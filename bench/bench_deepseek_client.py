@@ -38,12 +38,12 @@ from queue import Queue
 from typing import Any
 
 import modal.exception
+from cpu_report import describe
 from PIL import Image
 
-from ocr_backend.deepseek_client import encode_page
+from ocr_backend.deepseek.client import encode_page
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.deepseek import DeepseekEngine
-from cpu_report import describe
 
 GOOD = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\nA simulated page with \\(x^2\\) in it.<｜end▁of▁sentence｜>"
 LOOP = "<|ref|>text<|/ref|><|det|>[[100, 100, 900, 300]]<|/det|>\n" + "\n\n".join(["overline[[overline][||"] * 600)
@@ -113,7 +113,14 @@ class SimulatedModal:
         for _ in images:
             seconds = self.sim.page_gpu_s * (1 + self.sim.jitter * (2 * self._random() - 1))
             loops = self._random() < (0.5 if retry else self.sim.failure_rate)
-            outputs.append({"text": LOOP if loops else GOOD, "finish_reason": "length" if loops else "stop", "gpu_seconds": seconds, "gpu": "A100"})
+            outputs.append(
+                {
+                    "text": LOOP if loops else GOOD,
+                    "finish_reason": "length" if loops else "stop",
+                    "gpu_seconds": seconds,
+                    "gpu": "A100",
+                }
+            )
         container = self._free.get()
         start = time.perf_counter()
         self._wait(sum(o["gpu_seconds"] for o in outputs))
@@ -169,7 +176,13 @@ class RunResult:
 def simulate(pages: int, sim: Sim, **engine_options: Any) -> RunResult:
     remote = SimulatedModal(sim)
     cpu = SimulatedCpuEngine(sim)
-    engine = DeepseekEngine(remote=remote, fallback=cpu, containers=sim.containers, sleep=lambda s: time.sleep(s * sim.time_scale), **engine_options)
+    engine = DeepseekEngine(
+        remote=remote,
+        fallback=cpu,
+        containers=sim.containers,
+        sleep=lambda s: time.sleep(s * sim.time_scale),
+        **engine_options,
+    )
     start = time.perf_counter()
     results = list(engine.recognize_many(rendered_pages(pages, sim)))
     wall = time.perf_counter() - start
@@ -188,18 +201,38 @@ def simulate(pages: int, sim: Sim, **engine_options: Any) -> RunResult:
 
 
 def report_simulation(args: argparse.Namespace) -> bool:
-    sim = Sim(args.containers, args.page_gpu_s, args.jitter, args.batch_latency_s, args.render_s, args.fallback_s, args.failure_rate, args.transient_rate, args.time_scale)
+    sim = Sim(
+        args.containers,
+        args.page_gpu_s,
+        args.jitter,
+        args.batch_latency_s,
+        args.render_s,
+        args.fallback_s,
+        args.failure_rate,
+        args.transient_rate,
+        args.time_scale,
+    )
     runs = [simulate(args.pages, Sim(**{**sim.__dict__, "seed": seed})) for seed in range(args.runs)]
     busy = statistics.median(r.busy_fraction for r in runs)
-    print(f"1. simulated deployment: {args.pages} pages, {sim.containers} containers, {sim.page_gpu_s} GPU-s/page (+-{sim.jitter:.0%}), "
-          f"{sim.batch_latency_s} s per call round trip, {sim.render_s} s render/page, {sim.failure_rate:.0%} looping pages, "
-          f"{sim.transient_rate:.0%} transient call failures, time scale {sim.time_scale}")
-    print(f"   GPU busy fraction per run: {', '.join(f'{r.busy_fraction:.3f}' for r in runs)}; median {busy:.3f} (floor 0.95)")
+    print(
+        f"1. simulated deployment: {args.pages} pages, {sim.containers} containers, {sim.page_gpu_s} GPU-s/page (+-{sim.jitter:.0%}), "
+        f"{sim.batch_latency_s} s per call round trip, {sim.render_s} s render/page, {sim.failure_rate:.0%} looping pages, "
+        f"{sim.transient_rate:.0%} transient call failures, time scale {sim.time_scale}"
+    )
+    print(
+        f"   GPU busy fraction per run: {', '.join(f'{r.busy_fraction:.3f}' for r in runs)}; median {busy:.3f} (floor 0.95)"
+    )
     mid = sorted(runs, key=lambda r: r.busy_fraction)[len(runs) // 2]
-    print(f"   median run: {mid.wall_s:.0f} s simulated wall ({mid.pages_per_s:.2f} pages/s), {mid.calls} calls ({mid.pages_per_call:.1f} pages per first-attempt call), "
-          f"{mid.retried} retried ok, {mid.fallbacks} fell back, {mid.transient} transient errors retried")
-    old = simulate(min(args.pages, 200), Sim(**{**sim.__dict__, "containers": 1}), batch_size=4, min_batch=4, max_in_flight=1)
-    print(f"   for contrast, the replaced shape (one 4-page batch at a time, 1 GPU, 200 pages): busy {old.busy_fraction:.3f}, {old.pages_per_s:.2f} pages/s")
+    print(
+        f"   median run: {mid.wall_s:.0f} s simulated wall ({mid.pages_per_s:.2f} pages/s), {mid.calls} calls ({mid.pages_per_call:.1f} pages per first-attempt call), "
+        f"{mid.retried} retried ok, {mid.fallbacks} fell back, {mid.transient} transient errors retried"
+    )
+    old = simulate(
+        min(args.pages, 200), Sim(**{**sim.__dict__, "containers": 1}), batch_size=4, min_batch=4, max_in_flight=1
+    )
+    print(
+        f"   for contrast, the replaced shape (one 4-page batch at a time, 1 GPU, 200 pages): busy {old.busy_fraction:.3f}, {old.pages_per_s:.2f} pages/s"
+    )
     return busy >= 0.95
 
 
@@ -224,9 +257,11 @@ def report_upload(data: Path) -> bool | None:
         doc.close()
     med_ours, med_png = statistics.median(ours), statistics.median(png2x)
     ratios = [a / b for a, b in zip(ours, png2x)]
-    print(f"2. upload per page, {len(ours)} scanned pages from {len(files)} files: median {med_ours / 1024:.0f} KiB "
-          f"(max {max(ours) / 1024:.0f} KiB) vs 2x-zoom PNG median {med_png / 1024:.0f} KiB; ratio of medians {med_ours / med_png:.2f}, "
-          f"median per-page ratio {statistics.median(ratios):.2f} (floor: <= 250 KiB and < 0.5)")
+    print(
+        f"2. upload per page, {len(ours)} scanned pages from {len(files)} files: median {med_ours / 1024:.0f} KiB "
+        f"(max {max(ours) / 1024:.0f} KiB) vs 2x-zoom PNG median {med_png / 1024:.0f} KiB; ratio of medians {med_ours / med_png:.2f}, "
+        f"median per-page ratio {statistics.median(ratios):.2f} (floor: <= 250 KiB and < 0.5)"
+    )
     return med_ours <= 250 * 1024 and med_ours < 0.5 * med_png
 
 
@@ -236,13 +271,25 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pages", type=int, default=600)
     d = Sim()
-    for name in ("containers", "page_gpu_s", "jitter", "batch_latency_s", "render_s", "fallback_s", "failure_rate", "transient_rate", "time_scale"):
+    for name in (
+        "containers",
+        "page_gpu_s",
+        "jitter",
+        "batch_latency_s",
+        "render_s",
+        "fallback_s",
+        "failure_rate",
+        "transient_rate",
+        "time_scale",
+    ):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
     args = parser.parse_args()
     print(describe())
     busy_ok = report_simulation(args)
     upload_ok = report_upload(args.data)
-    print(f"floors: GPU busy {'met' if busy_ok else 'MISSED'}; upload {'skipped' if upload_ok is None else 'met' if upload_ok else 'MISSED'}")
+    print(
+        f"floors: GPU busy {'met' if busy_ok else 'MISSED'}; upload {'skipped' if upload_ok is None else 'met' if upload_ok else 'MISSED'}"
+    )
     return 0 if busy_ok and upload_ok is not False else 1
 
 

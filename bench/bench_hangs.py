@@ -46,11 +46,14 @@ def two_page_scan(data: Path, out: Path) -> Path:
     return out
 
 
-def run_bounded(command: list[str], timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[str, float]:
+def run_bounded(
+    command: list[str], timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[str, float]:
     """'ok', 'error: ...' or 'hang', and the seconds it ran; the whole process group goes at the deadline."""
     start = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -64,7 +67,7 @@ def run_bounded(command: list[str], timeout: float, env: dict[str, str] | None =
             pass
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
-        return f"error: exit {proc.returncode}: {output.strip().splitlines()[-1:] }", elapsed
+        return f"error: exit {proc.returncode}: {output.strip().splitlines()[-1:]}", elapsed
     return "ok", elapsed
 
 
@@ -84,7 +87,9 @@ def book_complete(corpus: Path, book: str, pages: int) -> str | None:
 
 def one_cli_run(pdf: Path, work: Path, timeout: float, env: dict[str, str]) -> tuple[str, float]:
     corpus = work / "corpus"
-    outcome, seconds = run_bounded([str(BOOKOCR), "--corpus", str(corpus), "ocr", str(pdf), "--engine", "local"], timeout, env)
+    outcome, seconds = run_bounded(
+        [str(BOOKOCR), "--corpus", str(corpus), "ocr", str(pdf), "--engine", "local"], timeout, env
+    )
     if outcome == "ok" and (problem := book_complete(corpus, pdf.stem, 2)):
         outcome = f"error: {problem}"
     return outcome, seconds
@@ -104,7 +109,9 @@ async def serve_session(pdf: Path, corpus: Path) -> None:
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    params = StdioServerParameters(command=str(BOOKOCR), args=["--corpus", str(corpus), "serve", "--allow", str(pdf.parent)])
+    params = StdioServerParameters(
+        command=str(BOOKOCR), args=["--corpus", str(corpus), "serve", "--allow", str(pdf.parent)]
+    )
     async with Client(stdio_client(params, errlog=sys.stderr)) as client:
         await client.call_tool("ocr_book", {"path": str(pdf), "engine": "local"})
         while True:
@@ -133,8 +140,12 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "testdata")
     parser.add_argument("--mode", choices=("cli", "serve", "demo"), default="cli")
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="the local engine's backend")
-    parser.add_argument("--timeout", type=float, default=90.0, help="a run still going after this many seconds is a hang")
+    parser.add_argument(
+        "--backend", choices=("openvino", "onnxruntime"), default=None, help="the local engine's backend"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=90.0, help="a run still going after this many seconds is a hang"
+    )
     parser.add_argument("--load", type=int, default=1, help="busy loops kept running meanwhile")
     parser.add_argument("--serve-session", nargs=2, metavar=("PDF", "CORPUS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,8 +159,11 @@ def main() -> int:
     if args.backend:
         env["BOOKOCR_LOCAL_BACKEND"] = args.backend
     print(describe())
-    print(f"mode {args.mode}, {args.runs} runs, backend {args.backend or 'default'}, timeout {args.timeout:.0f} s, "
-          f"{args.load} busy loop(s)", flush=True)
+    print(
+        f"mode {args.mode}, {args.runs} runs, backend {args.backend or 'default'}, timeout {args.timeout:.0f} s, "
+        f"{args.load} busy loop(s)",
+        flush=True,
+    )
     outcomes: list[tuple[str, float]] = []
     load = start_load(args.load)
     try:
@@ -180,8 +194,10 @@ def main() -> int:
     errors = sum(1 for outcome, _ in outcomes if outcome.startswith("error"))
     times = [seconds for outcome, seconds in outcomes if outcome == "ok"]
     median = statistics.median(times) if times else float("nan")
-    print(f"hangs {hangs}/{len(outcomes)}, errors {errors}/{len(outcomes)}, run time median {median:.2f} s "
-          f"(min {min(times, default=float('nan')):.2f}, max {max(times, default=float('nan')):.2f})")
+    print(
+        f"hangs {hangs}/{len(outcomes)}, errors {errors}/{len(outcomes)}, run time median {median:.2f} s "
+        f"(min {min(times, default=float('nan')):.2f}, max {max(times, default=float('nan')):.2f})"
+    )
     return 1 if hangs or errors else 0
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pymupdf
+from cpu_report import describe
 from rapidfuzz import fuzz
 
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
@@ -45,7 +46,6 @@ from server.corpus import Corpus
 from server.labels import body_lines, detect_labels, format_label, label_runs, page_candidates, parse_label, parse_roman
 from server.runner import RunOptions, ocr_book
 from server.sample_book import rasterise_pdf
-from cpu_report import describe
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 
@@ -62,7 +62,9 @@ class BenchBook:
 BWS = TESTDATA / "olmocr_tests/gnarly_pdfs/bws_book_ch2.pdf"
 BOOKS = {
     "bws": BenchBook("bws", BWS, head_zone=112, foot_zone=680),
-    "whitehead": BenchBook("whitehead", TESTDATA / "gitenberg_whitehead_41568/41568-pdf.pdf", head_zone=20, foot_zone=460),
+    "whitehead": BenchBook(
+        "whitehead", TESTDATA / "gitenberg_whitehead_41568/41568-pdf.pdf", head_zone=20, foot_zone=460
+    ),
     # bws has no declared page labels, so its born-digital text layer exercises detection too
     "bws-text": BenchBook("bws-text", BWS, head_zone=112, foot_zone=680, engine="text-layer"),
 }
@@ -143,7 +145,9 @@ def ground_truth(book: BenchBook) -> list[PageTruth]:
     """What each page of the original prints, and the label a reader would give it."""
     truths = []
     with pymupdf.open(book.source) as doc:
-        declared = [doc[i].get_label() for i in range(doc.page_count)] if doc.get_page_labels() else [None] * doc.page_count
+        declared = (
+            [doc[i].get_label() for i in range(doc.page_count)] if doc.get_page_labels() else [None] * doc.page_count
+        )
         for page in doc:
             margin = [text for y, text, _ in _lines(page) if y < book.head_zone or y > book.foot_zone]
             printed = next((t for t in margin if _is_folio(t)), None)
@@ -244,7 +248,10 @@ def stress_labels(book: BenchBook, corpus: Corpus, seed: int = 0) -> dict[str, f
     misread numbers on 15% of pages, and no number read at all on 30% of pages."""
     stored = corpus.book(book.key)
     truths = ground_truth(book)
-    pages = [((meta or {}).get("furniture", []), stored.read_page(n).markdown) for n, meta in enumerate(stored.pages, start=1)]
+    pages = [
+        ((meta or {}).get("furniture", []), stored.read_page(n).markdown)
+        for n, meta in enumerate(stored.pages, start=1)
+    ]
     rng = random.Random(seed)
 
     def misread(line: str) -> str:
@@ -252,7 +259,10 @@ def stress_labels(book: BenchBook, corpus: Corpus, seed: int = 0) -> dict[str, f
 
     variants = {
         "furniture_left_in_body": [([], "\n\n".join([*furniture, markdown])) for furniture, markdown in pages],
-        "misread_15pct": [([misread(f) for f in furniture] if rng.random() < 0.15 else furniture, markdown) for furniture, markdown in pages],
+        "misread_15pct": [
+            ([misread(f) for f in furniture] if rng.random() < 0.15 else furniture, markdown)
+            for furniture, markdown in pages
+        ],
         "unread_30pct": [([] if rng.random() < 0.30 else furniture, markdown) for furniture, markdown in pages],
     }
     scores = {}
@@ -335,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{labels['furniture_kept_out_share']:.3f}; contents ({contents['source']}) {contents['found']}/{contents['expected']} "
             f"found, {contents['on_right_page']} on the right page, {len(contents['extra'])} extra\n"
             "  label accuracy, fitted (as read per page, unfitted): "
-            + ", ".join(f"{name} {value:.3f} ({stress[name + '_unfitted']:.3f})" for name, value in stress.items() if not name.endswith("_unfitted"))
+            + ", ".join(
+                f"{name} {value:.3f} ({stress[name + '_unfitted']:.3f})"
+                for name, value in stress.items()
+                if not name.endswith("_unfitted")
+            )
         )
     if results:
         out = args.work / "results.json"

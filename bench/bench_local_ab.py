@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pymupdf
-
 from bench_local_ocr import BOOK, BOOK_FIRST_PAGE, bookocr_command
 from cpu_report import describe
+
 from server.sample_book import rasterise_pdf
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -58,8 +58,12 @@ def run_once(code: Path, scan: Path, work: Path) -> tuple[float, float, int]:
     env = dict(os.environ, PYTHONPATH=str(code))
     before = os.times()
     start = time.perf_counter()
-    proc = subprocess.Popen([*bookocr_command(), "--corpus", str(corpus), "ocr", str(scan), "--engine", "local", "--book", "ab"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*bookocr_command(), "--corpus", str(corpus), "ocr", str(scan), "--engine", "local", "--book", "ab"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))
@@ -77,7 +81,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "testdata")
     parser.add_argument("--before", type=Path, required=True, help="the other checkout")
-    parser.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1], help="default: this checkout")
+    parser.add_argument(
+        "--after", type=Path, default=Path(__file__).resolve().parents[1], help="default: this checkout"
+    )
     parser.add_argument("--pages", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -100,11 +106,16 @@ def main() -> int:
             for name in order:
                 results[name].append(run_once(getattr(args, name), scan, work))
                 wall, cpu, peak = results[name][-1]
-                print(f"round {i + 1} {name}: {args.pages / wall:.3f} pages/s, {cpu:.1f} CPU s, peak {peak / 2**20:.0f} MiB", flush=True)
+                print(
+                    f"round {i + 1} {name}: {args.pages / wall:.3f} pages/s, {cpu:.1f} CPU s, peak {peak / 2**20:.0f} MiB",
+                    flush=True,
+                )
     for name, runs in results.items():
         walls, cpus, peaks = zip(*runs)
-        print(f"{name}: {args.pages / statistics.median(walls):.3f} pages/s, {statistics.median(cpus):.1f} CPU s, "
-              f"peak {statistics.median(peaks) / 2**20:.0f} MiB (medians of {len(runs)})")
+        print(
+            f"{name}: {args.pages / statistics.median(walls):.3f} pages/s, {statistics.median(cpus):.1f} CPU s, "
+            f"peak {statistics.median(peaks) / 2**20:.0f} MiB (medians of {len(runs)})"
+        )
     ratio = statistics.median(w for w, _, _ in results["before"]) / statistics.median(w for w, _, _ in results["after"])
     print(f"after / before speed: {ratio:.3f}")
     return 0

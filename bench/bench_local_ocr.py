@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pymupdf
+from cpu_report import describe
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
@@ -49,7 +50,6 @@ from ocr_backend.engines.local import DET_LONG_SIDE, LocalEngine
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from ocr_backend.sources import open_source
 from server.sample_book import rasterise_pdf
-from cpu_report import describe
 
 SCAN = "gitenberg_whitehead_41568/derived/whitehead_scan10.pdf"
 SCAN_GT = "gitenberg_whitehead_41568/derived/whitehead_scan10.gt.jsonl"
@@ -77,7 +77,22 @@ def cer(hypothesis: str, reference: str) -> float:
     return Levenshtein.distance(normalise(hypothesis), ref) / max(1, len(ref))
 
 
-_FANCY = str.maketrans({"‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "‑": "-", "‒": "-", "−": "-", "µ": "μ"})
+_FANCY = str.maketrans(
+    {
+        "‘": "'",
+        "’": "'",
+        "‚": "'",
+        "“": '"',
+        "”": '"',
+        "„": '"',
+        "–": "-",
+        "—": "-",
+        "‑": "-",
+        "‒": "-",
+        "−": "-",
+        "µ": "μ",
+    }
+)
 
 
 def bench_normalise(text: str) -> str:
@@ -130,7 +145,9 @@ def check_rule(rule: dict, markdown: str) -> RuleResult:
         if not before or not after:
             missing = "before" if not before else "after"
             return RuleResult(rule["id"], "order", False, f"'{missing}' text not found")
-        return RuleResult(rule["id"], "order", min(before) < max(after), "" if min(before) < max(after) else "out of order")
+        return RuleResult(
+            rule["id"], "order", min(before) < max(after), "" if min(before) < max(after) else "out of order"
+        )
     query = bench_normalise(rule["text"])
     if not rule.get("case_sensitive", True):
         query, text = query.lower(), text.lower()
@@ -155,7 +172,20 @@ class LocalRun:
 
 def run_local(pdf: Path, work: Path, long_side: int) -> LocalRun:
     corpus = work / f"corpus-{time.monotonic_ns()}"
-    cmd = [*bookocr_command(), "--json", "--corpus", str(corpus), "ocr", str(pdf), "--engine", "local", "--book", "bench", "--long-side", str(long_side)]
+    cmd = [
+        *bookocr_command(),
+        "--json",
+        "--corpus",
+        str(corpus),
+        "ocr",
+        str(pdf),
+        "--engine",
+        "local",
+        "--book",
+        "bench",
+        "--long-side",
+        str(long_side),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -207,7 +237,9 @@ def run_tesseract(images: list[tuple[Path, float]], processes: int, threads: int
     return texts, time.perf_counter() - start
 
 
-def tesseract_end_to_end(pdf: Path, work: Path, long_side: int, processes: int, threads: int) -> tuple[list[str], float]:
+def tesseract_end_to_end(
+    pdf: Path, work: Path, long_side: int, processes: int, threads: int
+) -> tuple[list[str], float]:
     """Render the pages (as the runner does) and OCR them; returns the texts and total seconds."""
     folder = work / f"tess-{time.monotonic_ns()}"
     start = time.perf_counter()
@@ -239,16 +271,22 @@ def accuracy_table(gt: list[dict], local: LocalRun, tess: list[str] | None) -> N
         local_median = median_or_nan([v[0] for v in values])
         tess_median = median_or_nan([v[1] for v in values if v[1] is not None])
         print(f"median {kind:<5} ({len(values)} pages): local {local_median:.4f}   tesseract {tess_median:.4f}")
-    prose_ok = median_or_nan([v[0] for v in rows["prose"]]) <= median_or_nan([v[1] for v in rows["prose"] if v[1] is not None])
+    prose_ok = median_or_nan([v[0] for v in rows["prose"]]) <= median_or_nan(
+        [v[1] for v in rows["prose"] if v[1] is not None]
+    )
     math_ok = median_or_nan([v[0] for v in rows["math"]]) <= 0.06
-    print(f"target prose median <= tesseract's: {'PASS' if prose_ok else 'FAIL' if tess else 'n/a'};  math median <= 0.06: {'PASS' if math_ok else 'FAIL'}")
+    print(
+        f"target prose median <= tesseract's: {'PASS' if prose_ok else 'FAIL' if tess else 'n/a'};  math median <= 0.06: {'PASS' if math_ok else 'FAIL'}"
+    )
 
 
 def order_report(name: str, markdown: str, rules: list[dict]) -> None:
     results = [check_rule(rule, markdown) for rule in rules]
     order = [r for r in results if r.kind == "order"]
     other = [r for r in results if r.kind != "order"]
-    print(f"{name}: order rules {sum(r.passed for r in order)}/{len(order)} pass; present/absent {sum(r.passed for r in other)}/{len(other)}")
+    print(
+        f"{name}: order rules {sum(r.passed for r in order)}/{len(order)} pass; present/absent {sum(r.passed for r in other)}/{len(other)}"
+    )
     for r in results:
         print(f"   {r.rule_id:<28} {r.kind:<8} {'pass' if r.passed else 'FAIL'} {r.detail}")
 
@@ -258,7 +296,9 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "testdata")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds (median reported)")
     parser.add_argument("--long-side", type=int, default=DEFAULT_LONG_SIDE, help="page image size for both engines")
-    parser.add_argument("--book-pages", type=int, default=60, help="pages of the longer scanned book (0: skip that part)")
+    parser.add_argument(
+        "--book-pages", type=int, default=60, help="pages of the longer scanned book (0: skip that part)"
+    )
     parser.add_argument("--book-rounds", type=int, default=2, help="interleaved rounds on the longer book")
     args = parser.parse_args()
     print(describe())
@@ -312,16 +352,22 @@ def main() -> int:
 
     print(f"\n== Speed: end to end on the {len(gt)} image-only pages, median of {args.rounds} interleaved rounds ==")
     local_median = statistics.median(local_rates)
-    print(f"local (bookocr ocr --engine local, whole CLI process): {local_median:.3f} pages/s  rounds {[round(r, 3) for r in local_rates]}")
+    print(
+        f"local (bookocr ocr --engine local, whole CLI process): {local_median:.3f} pages/s  rounds {[round(r, 3) for r in local_rates]}"
+    )
     print(f"local (the runner's own pages/s, without process start-up): {statistics.median(runner_rates):.3f} pages/s")
     if tess_version:
         best = max(TESSERACT_SETTINGS, key=lambda s: statistics.median(tess_rates[s]))
         for setting in TESSERACT_SETTINGS:
             procs, threads = setting
             rates = tess_rates[setting]
-            print(f"tesseract ({procs} process(es) x OMP_THREAD_LIMIT={threads}, render included): {statistics.median(rates):.3f} pages/s  rounds {[round(r, 3) for r in rates]}")
+            print(
+                f"tesseract ({procs} process(es) x OMP_THREAD_LIMIT={threads}, render included): {statistics.median(rates):.3f} pages/s  rounds {[round(r, 3) for r in rates]}"
+            )
         ratio = local_median / statistics.median(tess_rates[best])
-        print(f"ratio local / best tesseract ({best[0]}x{best[1]}): {ratio:.2f} (target >= 1.5: {'PASS' if ratio >= 1.5 else 'FAIL'})")
+        print(
+            f"ratio local / best tesseract ({best[0]}x{best[1]}): {ratio:.2f} (target >= 1.5: {'PASS' if ratio >= 1.5 else 'FAIL'})"
+        )
     if args.book_pages > 0:
         book_section(args.data / BOOK, args.book_pages, args.book_rounds, args.long_side, tess_version is not None)
     return 0
@@ -333,7 +379,9 @@ def book_section(pdf: Path, pages: int, rounds: int, long_side: int, with_tesser
     The 10-page run above mostly measures start-up (about 1 s before the first page); a book shows the
     rate a user sees. CER is against each source page's own text layer, for both engines.
     """
-    print(f"\n== A longer scanned book: {pages} pages of {pdf.name} from page {BOOK_FIRST_PAGE}, rasterised (200 dpi gray JPEG, slight skew) ==")
+    print(
+        f"\n== A longer scanned book: {pages} pages of {pdf.name} from page {BOOK_FIRST_PAGE}, rasterised (200 dpi gray JPEG, slight skew) =="
+    )
     if not pdf.is_file():
         print(f"skip: {pdf} not found")
         return
@@ -355,10 +403,14 @@ def book_section(pdf: Path, pages: int, rounds: int, long_side: int, with_tesser
                 texts, seconds = tesseract_end_to_end(scan, work, long_side, 2, 1)
                 tess_rates.append(len(numbers) / seconds)
     local_cer = statistics.median(cer(run.pages[i + 1], ref) for i, ref in enumerate(references))
-    print(f"local: {statistics.median(local_rates):.3f} pages/s  rounds {[round(r, 3) for r in local_rates]}; median CER {local_cer:.4f}")
+    print(
+        f"local: {statistics.median(local_rates):.3f} pages/s  rounds {[round(r, 3) for r in local_rates]}; median CER {local_cer:.4f}"
+    )
     if with_tesseract:
         tess_cer = statistics.median(cer(text, ref) for text, ref in zip(texts, references))
-        print(f"tesseract (2 processes x OMP_THREAD_LIMIT=1): {statistics.median(tess_rates):.3f} pages/s  rounds {[round(r, 3) for r in tess_rates]}; median CER {tess_cer:.4f}")
+        print(
+            f"tesseract (2 processes x OMP_THREAD_LIMIT=1): {statistics.median(tess_rates):.3f} pages/s  rounds {[round(r, 3) for r in tess_rates]}; median CER {tess_cer:.4f}"
+        )
         ratio = statistics.median(local_rates) / statistics.median(tess_rates)
         print(f"ratio local / tesseract: {ratio:.2f} (target >= 1.5: {'PASS' if ratio >= 1.5 else 'FAIL'})")
 

@@ -28,15 +28,19 @@ from mcp import Client, StdioServerParameters
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpu_report import describe  # noqa: E402
+
 from server.corpus import Corpus  # noqa: E402
+from server.library import Library  # noqa: E402
 from server.mcp_server import create_server  # noqa: E402
 from server.safety import InputPolicy  # noqa: E402
 from server.sample_book import SAMPLE_PAGES, make_sample_book  # noqa: E402
-from cpu_report import describe  # noqa: E402
 
-WORDS = ("prior posterior likelihood variance sample estimate interval bayes normal gamma beta model data "
-         "parameter mean median mode density probability random variable conjugate credible predictive "
-         "distribution inference hypothesis test regression matrix vector theorem proof lemma").split()
+WORDS = (
+    "prior posterior likelihood variance sample estimate interval bayes normal gamma beta model data "
+    "parameter mean median mode density probability random variable conjugate credible predictive "
+    "distribution inference hypothesis test regression matrix vector theorem proof lemma"
+).split()
 
 
 def text_book(path: Path, pages: int, rng: random.Random) -> Path:
@@ -72,15 +76,19 @@ async def sequential(c: Client, pages: int, rng: random.Random, n: int = 20) -> 
     """Median latency of one call at a time, with no OCR running: the cost of a call itself."""
     timings: dict[str, list[float]] = {"get_page": [], "search_book": []}
     for _ in range(n):
-        for tool, args in (("get_page", {"book": "reference", "page": rng.randint(1, pages)}),
-                           ("search_book", {"query": " ".join(rng.sample(WORDS, 2))})):
+        for tool, args in (
+            ("get_page", {"book": "reference", "page": rng.randint(1, pages)}),
+            ("search_book", {"query": " ".join(rng.sample(WORDS, 2))}),
+        ):
             t0 = time.perf_counter()
             await c.call_tool(tool, args)
             timings[tool].append((time.perf_counter() - t0) * 1000)
     return {tool: round(statistics.median(v), 1) for tool, v in timings.items()}
 
 
-async def burst(c: Client, calls: int, pages: int, rng: random.Random, latencies: dict[str, list[float]], errors: list[str]) -> None:
+async def burst(
+    c: Client, calls: int, pages: int, rng: random.Random, latencies: dict[str, list[float]], errors: list[str]
+) -> None:
     async def one(i: int) -> None:
         if i % 2:
             first = rng.randint(1, pages)
@@ -117,13 +125,17 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     books, corpus = work / "books", work / "corpus"
     books.mkdir(parents=True)
     reference = text_book(books / "reference.pdf", args.text_pages, rng)
-    scan = make_sample_book(books / "scan.pdf", (SAMPLE_PAGES * (args.scan_pages // len(SAMPLE_PAGES) + 1))[: args.scan_pages])
+    scan = make_sample_book(
+        books / "scan.pdf", (SAMPLE_PAGES * (args.scan_pages // len(SAMPLE_PAGES) + 1))[: args.scan_pages]
+    )
 
     if args.transport == "stdio":
         bookocr = Path(sys.executable).absolute().parent / "bookocr"
-        target: Any = StdioServerParameters(command=str(bookocr), args=["--corpus", str(corpus), "serve", "--allow", str(books)])
+        target: Any = StdioServerParameters(
+            command=str(bookocr), args=["--corpus", str(corpus), "serve", "--allow", str(books)]
+        )
     else:
-        target = create_server(Corpus(corpus), InputPolicy(roots=[books]))
+        target = create_server(Library(Corpus(corpus)), InputPolicy(roots=[books]))
 
     latencies: dict[str, list[float]] = {"get_page": [], "search_book": []}
     errors: list[str] = []
@@ -143,10 +155,18 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             t0 = time.perf_counter()
             await burst(c, args.calls, args.text_pages, rng, latencies, errors)
             after = idle if args.no_ocr else (await c.call_tool("book_status", {"book": "scan"})).structured_content
-            rounds.append({"wall_ms": round((time.perf_counter() - t0) * 1000, 1), "scan_state_before": before["state"],
-                           "scan_state_after": after["state"], "scan_done": after["done"]})
+            rounds.append(
+                {
+                    "wall_ms": round((time.perf_counter() - t0) * 1000, 1),
+                    "scan_state_before": before["state"],
+                    "scan_state_after": after["state"],
+                    "scan_done": after["done"],
+                }
+            )
             await anyio.sleep(args.pause)
-        final = idle if args.no_ocr else await wait_state(c, "scan", ("complete", "complete-with-failures", "error"), 600)
+        final = (
+            idle if args.no_ocr else await wait_state(c, "scan", ("complete", "complete-with-failures", "error"), 600)
+        )
 
     return {
         "transport": args.transport,
@@ -156,11 +176,19 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "scan_pages": args.scan_pages,
         "sequential_ms_no_ocr": baseline,
         "scan_state_when_load_started": started["state"],
-        "bursts_while_ocr_running": sum(r["scan_state_before"] == "running" and r["scan_state_after"] == "running" for r in rounds),
+        "bursts_while_ocr_running": sum(
+            r["scan_state_before"] == "running" and r["scan_state_after"] == "running" for r in rounds
+        ),
         "rounds": rounds,
         "latency_ms": {
-            tool: {"n": len(v), "p50": round(statistics.median(v), 1), "p95": round(percentile(v, 0.95), 1), "max": round(max(v), 1)}
-            for tool, v in latencies.items() if v
+            tool: {
+                "n": len(v),
+                "p50": round(statistics.median(v), 1),
+                "p95": round(percentile(v, 0.95), 1),
+                "max": round(max(v), 1),
+            }
+            for tool, v in latencies.items()
+            if v
         },
         "errors": len(errors),
         "error_samples": errors[:5],
@@ -171,12 +199,16 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", choices=("stdio", "memory"), default="stdio")
-    parser.add_argument("--calls", type=int, default=50, help="calls in flight at once per burst (half get_page, half search_book)")
+    parser.add_argument(
+        "--calls", type=int, default=50, help="calls in flight at once per burst (half get_page, half search_book)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="bursts")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between bursts")
     parser.add_argument("--text-pages", type=int, default=300)
     parser.add_argument("--scan-pages", type=int, default=8)
-    parser.add_argument("--no-ocr", action="store_true", help="the same bursts with no OCR job running (for comparison)")
+    parser.add_argument(
+        "--no-ocr", action="store_true", help="the same bursts with no OCR job running (for comparison)"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     print(describe())

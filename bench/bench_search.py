@@ -40,22 +40,35 @@ from rapidfuzz import fuzz, process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu_report import describe  # noqa: E402
 from search_probes import MATH_BOOK, MATH_PAGES, PROBE_PDFS, TESTDATA, Probe, math_probes, nohit_probes, sample_probes  # noqa: E402
 
-from server.search import store as search_store  # noqa: E402
 from ocr_backend.engines.base import PageResult  # noqa: E402
 from ocr_backend.sources import SourceInfo  # noqa: E402
 from server.corpus import DONE_STATUSES, Corpus  # noqa: E402
 from server.runner import RunOptions, ocr_book  # noqa: E402
 from server.search import SearchIndex, search_library  # noqa: E402
-from cpu_report import describe  # noqa: E402
+from server.search import store as search_store  # noqa: E402
 
 KINDS = ("word", "phrase", "typo", "content", "math", "nohit")
 BOOK_PAGES = 250  # pages per generated distractor book
 BATCH = 500  # pages per add_pages transaction
 OCR_NOISE = 0.01  # share of words misread
 NEW_WORDS = 0.01  # share of words replaced by made-up ones (names, other books' vocabulary)
-OCR_CONFUSIONS = {"o": "0c", "l": "1i", "e": "co", "i": "l1", "s": "5", "a": "o", "n": "u", "m": "rn", "h": "b", "t": "f", "c": "e", "r": "n"}
+OCR_CONFUSIONS = {
+    "o": "0c",
+    "l": "1i",
+    "e": "co",
+    "i": "l1",
+    "s": "5",
+    "a": "o",
+    "n": "u",
+    "m": "rn",
+    "h": "b",
+    "t": "f",
+    "c": "e",
+    "r": "n",
+}
 SYLLABLES = "ka lo mi ne ru sa ti vo ber cal dor fen gis hal jor kel lum mar nor pel quin ros sul tam ven wil xan yor zet".split()
 
 
@@ -81,11 +94,20 @@ def write_math_book(corpus: Corpus) -> None:
     """The DeepSeek-style book, stored as a run would store it (manifest + page files), then indexed."""
     texts = [text for text, _ in MATH_PAGES]
     digest = hashlib.sha256("".join(texts).encode()).hexdigest()
-    info = SourceInfo(path=f"/bench/{MATH_BOOK}.pdf", name=f"{MATH_BOOK}.pdf", kind="pdf", sha256=digest, bytes=0, page_count=len(texts))
+    info = SourceInfo(
+        path=f"/bench/{MATH_BOOK}.pdf",
+        name=f"{MATH_BOOK}.pdf",
+        kind="pdf",
+        sha256=digest,
+        bytes=0,
+        page_count=len(texts),
+    )
     with corpus.lock(MATH_BOOK):
         book = corpus.prepare_book(MATH_BOOK, info, "deepseek")
         for number, text in enumerate(texts, start=1):
-            book.record(PageResult(number=number, markdown=text, status="ok", engine="deepseek", engine_version="bench"))
+            book.record(
+                PageResult(number=number, markdown=text, status="ok", engine="deepseek", engine_version="bench")
+            )
         book.flush()
     SearchIndex(corpus).sync_book(MATH_BOOK)
 
@@ -96,10 +118,10 @@ def noisy(word: str, rng: np.random.Generator) -> str:
     kind = int(rng.integers(3))
     if kind == 0 and word[i] in OCR_CONFUSIONS:
         options = OCR_CONFUSIONS[word[i]]
-        return word[:i] + options[int(rng.integers(len(options)))] + word[i + 1:]
+        return word[:i] + options[int(rng.integers(len(options)))] + word[i + 1 :]
     if kind == 1 and len(word) > 3:
-        return word[:i] + word[i + 1:]
-    return word[:i] + chr(97 + int(rng.integers(26))) + word[i + 1:]
+        return word[:i] + word[i + 1 :]
+    return word[:i] + chr(97 + int(rng.integers(26))) + word[i + 1 :]
 
 
 def made_up_word(rng: np.random.Generator) -> str:
@@ -114,7 +136,7 @@ def distractor_pages(pool: list[str], count: int, seed: int = 11) -> Any:
         pieces = int(rng.integers(70, 130))
         starts = rng.integers(0, size - 4, pieces)
         lengths = rng.integers(1, 5, pieces)
-        words = [w for s, n in zip(starts, lengths) for w in pool[s:s + n]]
+        words = [w for s, n in zip(starts, lengths) for w in pool[s : s + n]]
         draws = rng.random(len(words))
         for i in np.flatnonzero(draws < OCR_NOISE):
             words[i] = noisy(words[i], rng)
@@ -125,7 +147,9 @@ def distractor_pages(pool: list[str], count: int, seed: int = 11) -> Any:
         yield " ".join(words)
 
 
-def build_library(corpus: Corpus, probe_pages: list[tuple[str, int, str]], total_pages: int) -> tuple[list[tuple[str, int, str]], dict[str, float]]:
+def build_library(
+    corpus: Corpus, probe_pages: list[tuple[str, int, str]], total_pages: int
+) -> tuple[list[tuple[str, int, str]], dict[str, float]]:
     pool = [w for _, _, text in probe_pages for w in text.split()]
     index = SearchIndex(corpus)
     wanted = max(0, total_pages - len(probe_pages))
@@ -148,7 +172,12 @@ def build_library(corpus: Corpus, probe_pages: list[tuple[str, int, str]], total
     if batch:
         seconds += flush()
     single = time_single_commits(index)
-    return library, {"distractor_pages": wanted, "build_s": seconds, "build_pages_per_s": wanted / seconds if seconds else 0.0, **single}
+    return library, {
+        "distractor_pages": wanted,
+        "build_s": seconds,
+        "build_pages_per_s": wanted / seconds if seconds else 0.0,
+        **single,
+    }
 
 
 def time_single_commits(index: SearchIndex, count: int = 300) -> dict[str, float]:
@@ -163,7 +192,9 @@ def time_single_commits(index: SearchIndex, count: int = 300) -> dict[str, float
 
 def index_sample(index: SearchIndex, count: int) -> list[tuple[str, int, str]]:
     conn = index._conn()
-    rows = conn.execute("SELECT id, text FROM pages WHERE id >> 20 = (SELECT num FROM books WHERE book='gen-0001') LIMIT ?", (count,))
+    rows = conn.execute(
+        "SELECT id, text FROM pages WHERE id >> 20 = (SELECT num FROM books WHERE book='gen-0001') LIMIT ?", (count,)
+    )
     return [("gen-0001", rowid & 0xFFFFF, search_store.unpack(blob)) for rowid, blob in rows]
 
 
@@ -183,7 +214,9 @@ class PlainFts:
         self.conn.execute("CREATE VIRTUAL TABLE plain USING fts5(body)")
         started = time.perf_counter()
         self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT INTO plain(rowid, body) VALUES(?, ?)", ((i, text) for i, (_, _, text) in enumerate(library)))
+        self.conn.executemany(
+            "INSERT INTO plain(rowid, body) VALUES(?, ?)", ((i, text) for i, (_, _, text) in enumerate(library))
+        )
         self.conn.execute("COMMIT")
         self.build_s = time.perf_counter() - started
 
@@ -193,7 +226,9 @@ class PlainFts:
             return []
         quoted = [f'"{w}"' for w in words]
         expression = f'"{" ".join(words)}"' if query.startswith('"') and query.endswith('"') else " AND ".join(quoted)
-        rows = self.conn.execute("SELECT rowid FROM plain WHERE plain MATCH ? ORDER BY rank LIMIT 10", (expression,)).fetchall()
+        rows = self.conn.execute(
+            "SELECT rowid FROM plain WHERE plain MATCH ? ORDER BY rank LIMIT 10", (expression,)
+        ).fetchall()
         return [self.keys[r] for (r,) in rows]
 
 
@@ -215,7 +250,9 @@ def rank_of(probe: Probe, hits: list[tuple[str, int]]) -> int | None:
     return hits.index(key) + 1 if key in hits else None
 
 
-def run_ours(corpus: Corpus, probes: list[Probe], rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[int, list[tuple[str, int]]], list[dict[str, Any]]]:
+def run_ours(
+    corpus: Corpus, probes: list[Probe], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[int, list[tuple[str, int]]], list[dict[str, Any]]]:
     latencies: dict[str, list[float]] = defaultdict(list)
     cpu: dict[str, list[float]] = defaultdict(list)  # this thread's CPU time: what the query costs, whatever else runs
     results: dict[int, list[tuple[str, int]]] = {}
@@ -230,9 +267,16 @@ def run_ours(corpus: Corpus, probes: list[Probe], rounds: int) -> tuple[dict[str
             latencies[probes[i].kind].append(response.elapsed_ms)
             if round_number == 0:
                 results[i] = [(h.book, h.page) for h in response.hits]
-                details.append({"kind": probes[i].kind, "query": probes[i].query, "expected": [probes[i].book, probes[i].page],
-                                "rank": rank_of(probes[i], results[i]), "total": response.total,
-                                "top": [[h.book, h.page, h.score] for h in response.hits[:3]]})
+                details.append(
+                    {
+                        "kind": probes[i].kind,
+                        "query": probes[i].query,
+                        "expected": [probes[i].book, probes[i].page],
+                        "rank": rank_of(probes[i], results[i]),
+                        "total": response.total,
+                        "top": [[h.book, h.page, h.score] for h in response.hits[:3]],
+                    }
+                )
     return latencies, cpu, results, details
 
 
@@ -260,17 +304,29 @@ def recall_at_5(probes: list[Probe], results: dict[int, list[tuple[str, int]]]) 
 
 
 def percentiles(latencies: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    return {kind: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)} for kind, v in latencies.items()}
+    return {
+        kind: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)}
+        for kind, v in latencies.items()
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=50_000, help="library size in pages (default 50,000)")
-    parser.add_argument("--per-kind", type=int, default=30, help="sampled probes per kind (phrase, typo, content, word)")
+    parser.add_argument(
+        "--per-kind", type=int, default=30, help="sampled probes per kind (phrase, typo, content, word)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="times each probe is searched for the latency figures")
-    parser.add_argument("--scan-probes", type=int, default=0, help="run the partial_ratio scan on only this many probes per kind (0: all)")
+    parser.add_argument(
+        "--scan-probes",
+        type=int,
+        default=0,
+        help="run the partial_ratio scan on only this many probes per kind (0: all)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/bookocr-bench-search"), help="scratch folder (wiped)")
-    parser.add_argument("--out", type=Path, default=Path(".bench-out/search.json"), help="where to write the full results")
+    parser.add_argument(
+        "--out", type=Path, default=Path(".bench-out/search.json"), help="where to write the full results"
+    )
     args = parser.parse_args()
     print(describe())
     if not all(p.exists() for p in PROBE_PDFS.values()):
@@ -304,7 +360,11 @@ def main() -> int:
     scan_probes = probes
     if args.scan_probes:
         by_kind: dict[str, int] = defaultdict(int)
-        scan_probes = [p for p in probes if (by_kind.__setitem__(p.kind, by_kind[p.kind] + 1) or by_kind[p.kind] <= args.scan_probes)]
+        scan_probes = [
+            p
+            for p in probes
+            if (by_kind.__setitem__(p.kind, by_kind[p.kind] + 1) or by_kind[p.kind] <= args.scan_probes)
+        ]
     scan = PartialRatioScan(library)
     scan_lat, scan_res = run_baseline(scan.search, scan_probes)
 
@@ -318,9 +378,21 @@ def main() -> int:
         "vocabulary_terms": vocab_terms,
         "first_exact_query_ms": first_exact,
         "first_fuzzy_query_ms": first.elapsed_ms,
-        "ours": {"latency_ms": percentiles(ours_lat), "cpu_ms": percentiles(ours_cpu), "recall_at_5": recall_at_5(probes, ours_res)},
-        "plain_fts5": {"build_s": plain.build_s, "latency_ms": percentiles(plain_lat), "recall_at_5": recall_at_5(probes, plain_res)},
-        "partial_ratio_scan": {"probes": len(scan_probes), "latency_ms": percentiles(scan_lat), "recall_at_5": recall_at_5(scan_probes, scan_res)},
+        "ours": {
+            "latency_ms": percentiles(ours_lat),
+            "cpu_ms": percentiles(ours_cpu),
+            "recall_at_5": recall_at_5(probes, ours_res),
+        },
+        "plain_fts5": {
+            "build_s": plain.build_s,
+            "latency_ms": percentiles(plain_lat),
+            "recall_at_5": recall_at_5(probes, plain_res),
+        },
+        "partial_ratio_scan": {
+            "probes": len(scan_probes),
+            "latency_ms": percentiles(scan_lat),
+            "recall_at_5": recall_at_5(scan_probes, scan_res),
+        },
         "misses": [d for d in details if d["kind"] not in ("nohit", "word") and (d["rank"] is None or d["rank"] > 5)],
         "probe_results": details,
     }
@@ -333,14 +405,24 @@ def main() -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     b = r["build"]
-    print(f"\nindex build: {b['distractor_pages']} pages in {b['build_s']:.1f} s = {b['build_pages_per_s']:.0f} pages/s (batches of {BATCH});"
-          f" live add_page (one commit each) {b['live_add_page_per_s']:.0f} pages/s")
-    print(f"index size: {r['index_bytes'] / 1e6:.1f} MB = {r['bytes_per_page']:.0f} bytes/page; vocabulary {r['vocabulary_terms']} terms")
-    print(f"first query of a fresh process: exact {r['first_exact_query_ms']:.0f} ms; the first that needs near spellings"
-          f" {r['first_fuzzy_query_ms']:.0f} ms (reads the vocabulary)")
-    print(f"probe books: text-layer OCR of the two PDFs through the runner, indexing each page as it lands: {b['ocr_and_live_index_s']:.1f} s")
+    print(
+        f"\nindex build: {b['distractor_pages']} pages in {b['build_s']:.1f} s = {b['build_pages_per_s']:.0f} pages/s (batches of {BATCH});"
+        f" live add_page (one commit each) {b['live_add_page_per_s']:.0f} pages/s"
+    )
+    print(
+        f"index size: {r['index_bytes'] / 1e6:.1f} MB = {r['bytes_per_page']:.0f} bytes/page; vocabulary {r['vocabulary_terms']} terms"
+    )
+    print(
+        f"first query of a fresh process: exact {r['first_exact_query_ms']:.0f} ms; the first that needs near spellings"
+        f" {r['first_fuzzy_query_ms']:.0f} ms (reads the vocabulary)"
+    )
+    print(
+        f"probe books: text-layer OCR of the two PDFs through the runner, indexing each page as it lands: {b['ocr_and_live_index_s']:.1f} s"
+    )
     print(f"probes: {r['probes']}")
-    print(f"\n{'kind':<8} {'ours p50/p95 ms':>17} {'(cpu ms)':>11} {'plain FTS5 p50/p95':>19} {'scan p50/p95 ms':>17} | {'recall@5 ours':>13} {'plain':>6} {'scan':>6}")
+    print(
+        f"\n{'kind':<8} {'ours p50/p95 ms':>17} {'(cpu ms)':>11} {'plain FTS5 p50/p95':>19} {'scan p50/p95 ms':>17} | {'recall@5 ours':>13} {'plain':>6} {'scan':>6}"
+    )
     for kind in KINDS:
         o, p, s = (r[k]["latency_ms"].get(kind) for k in ("ours", "plain_fts5", "partial_ratio_scan"))
         c = r["ours"]["cpu_ms"].get(kind)
@@ -352,10 +434,16 @@ def print_report(r: dict[str, Any]) -> None:
         def rec(x: float | None) -> str:
             return f"{x:.2f}" if x is not None else "-"
 
-        print(f"{kind:<8} {lat(o):>17} {lat(c):>11} {lat(p):>19} {lat(s):>17} | {rec(ro):>13} {rec(rp):>6} {rec(rs):>6}")
-    print("(word: latency only, its words recur all over the generated pages; nohit 'recall' = share of no-hit queries that returned no page)")
+        print(
+            f"{kind:<8} {lat(o):>17} {lat(c):>11} {lat(p):>19} {lat(s):>17} | {rec(ro):>13} {rec(rp):>6} {rec(rs):>6}"
+        )
+    print(
+        "(word: latency only, its words recur all over the generated pages; nohit 'recall' = share of no-hit queries that returned no page)"
+    )
     for miss in r["misses"]:
-        print(f"  miss [{miss['kind']}] {miss['query']!r} expected {miss['expected']} rank {miss['rank']} top {miss['top'][:2]}")
+        print(
+            f"  miss [{miss['kind']}] {miss['query']!r} expected {miss['expected']} rank {miss['rank']} top {miss['top'][:2]}"
+        )
 
 
 if __name__ == "__main__":

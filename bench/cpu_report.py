@@ -36,8 +36,10 @@ def openvino_precision() -> str:
 
 def describe() -> str:
     flags = ", ".join(isa_flags()) or "none of " + "/".join(ISA_FLAGS)
-    return (f"cpu: {cpu_model()} ({os.cpu_count()} cores; ISA: {flags}; OpenVINO CPU precision: {openvino_precision()}); "
-            f"Python {platform.python_version()}")
+    return (
+        f"cpu: {cpu_model()} ({os.cpu_count()} cores; ISA: {flags}; OpenVINO CPU precision: {openvino_precision()}); "
+        f"Python {platform.python_version()}"
+    )
 
 
 def _cpuinfo() -> str:

@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.normalize import normalize, terms
 from server.search import STOPWORDS
+from server.search.normalize import normalize, terms
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 PROBE_PDFS = {
@@ -153,7 +153,7 @@ NOHIT_QUERIES = [
     "quixotic zeppelin marmalade",
     "flibbertigibbet",
     "photosynthesis chlorophyll",
-    "\"the cat sat on the mat\"",
+    '"the cat sat on the mat"',
     "cryptocurrency blockchain ledger",
     "sonnet iambic pentameter",
     "kangaroo boomerang outback",
@@ -175,7 +175,7 @@ def _prose_windows(text: str, size: int) -> list[list[str]]:
         if len(words) < 25:  # headings, running heads, contents lines
             continue
         for start in range(0, len(words) - size):
-            run = words[start:start + size]
+            run = words[start : start + size]
             if all(_PROSE_WORD.match(w) for w in run) and sum(len(w) >= 6 for w in run) >= 2:
                 windows.append([w.rstrip(",;.") for w in run])
     return windows
@@ -186,12 +186,12 @@ def _typo(word: str, rng: random.Random) -> str:
     i = rng.randrange(1, len(word) - 1)
     kind = rng.choice(["drop", "double", "swap", "replace"])
     if kind == "drop":
-        return word[:i] + word[i + 1:]
+        return word[:i] + word[i + 1 :]
     if kind == "double":
         return word[:i] + word[i] + word[i:]
     if kind == "swap":
-        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
-    return word[:i] + rng.choice("etaoinshrdlu".replace(word[i], "")) + word[i + 1:]
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    return word[:i] + rng.choice("etaoinshrdlu".replace(word[i], "")) + word[i + 1 :]
 
 
 def sample_probes(pages: list[tuple[str, int, str]], per_kind: int = 20, seed: int = 7) -> list[Probe]:
@@ -236,7 +236,11 @@ def sample_probes(pages: list[tuple[str, int, str]], per_kind: int = 20, seed: i
     made = 0
     while made < per_kind:
         book, page, text = rng.choice(candidates)
-        words = [t for t in page_terms[(book, page)] if t.isalpha() and len(t) >= 5 and t not in STOPWORDS and doc_freq[t] <= CONTENT_MAX_PAGES]
+        words = [
+            t
+            for t in page_terms[(book, page)]
+            if t.isalpha() and len(t) >= 5 and t not in STOPWORDS and doc_freq[t] <= CONTENT_MAX_PAGES
+        ]
         if len(words) < 3:
             continue
         chosen = rng.sample(sorted(words), rng.choice([2, 3]))
@@ -257,7 +261,9 @@ def sample_probes(pages: list[tuple[str, int, str]], per_kind: int = 20, seed: i
 
 
 def math_probes() -> list[Probe]:
-    return [Probe("math", query, MATH_BOOK, page) for page, (_, queries) in enumerate(MATH_PAGES, 1) for query in queries]
+    return [
+        Probe("math", query, MATH_BOOK, page) for page, (_, queries) in enumerate(MATH_PAGES, 1) for query in queries
+    ]
 
 
 def nohit_probes() -> list[Probe]:

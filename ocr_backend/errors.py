@@ -1,13 +1,55 @@
-"""Errors a user can act on. Each message says what went wrong and what to do next."""
+"""Every error a user can act on, in one place. Each message says what went wrong and what to do next.
+
+The CLI prints one as a single line (exit code 2); the MCP server turns one into a tool error the model reads.
+"""
 
 
 class BookOcrError(Exception):
     """Base class: the message is shown to the user as one line."""
 
 
+# --- the input -------------------------------------------------------------------------------------
 class InputError(BookOcrError):
     """The input file or folder cannot be used as a book (nothing was written)."""
 
 
+class PathNotAllowedError(BookOcrError):
+    """The path lies outside the folders the server was allowed to read."""
+
+
+class FileTooLargeError(BookOcrError):
+    """The input is over the server's size limit."""
+
+
+# --- engines ---------------------------------------------------------------------------------------
 class EngineError(BookOcrError):
-    """An engine cannot run at all (missing dependency, account, deployment)."""
+    """An engine cannot run at all (missing dependency, account, deployment), or was given a bad option."""
+
+
+class RenderTimeoutError(BookOcrError):
+    """Rendering a page did not finish in time (a thread inside MuPDF cannot be stopped)."""
+
+
+# --- the library -----------------------------------------------------------------------------------
+class UnknownBookError(BookOcrError):
+    """No book of that id in the library."""
+
+
+class PageRangeError(BookOcrError):
+    """A page number or range outside the book, or one that cannot be read."""
+
+
+class UnknownLabelError(PageRangeError):
+    """A printed page label that no page carries, or that several pages carry."""
+
+
+class BookLockedError(BookOcrError):
+    """Another run is writing the book."""
+
+
+class BookConflictError(BookOcrError):
+    """The book id already holds a different file."""
+
+
+class SearchIndexError(BookOcrError):
+    """The search index cannot be used."""

@@ -45,7 +45,10 @@ def model_path(name: str) -> Path:
         raise EngineError("the local engine needs the 'rapidocr' package: pip install 'rapidocr>=3.10,<4'") from exc
     path = Path(rapidocr.__file__).parent / "models" / name
     if not path.is_file():
-        raise EngineError(f"PP-OCR model {name} is missing from the rapidocr package ({path.parent}); reinstall it: pip install --force-reinstall 'rapidocr>=3.10,<4'")
+        raise EngineError(
+            f"PP-OCR model {name} is missing from the rapidocr package ({path.parent}); reinstall it: pip "
+            "install --force-reinstall 'rapidocr>=3.10,<4'"
+        )
     return path
 
 
@@ -65,7 +68,9 @@ def openvino_infer(model: Any, threads: int) -> Infer:
 
     with MODEL_SETUP:
         # Unpinned: pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s).
-        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
+        compiled = ov.Core().compile_model(
+            model, "CPU", {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False}
+        )
         request = compiled.create_infer_request()
 
     def run(tensor: np.ndarray) -> np.ndarray:
@@ -222,7 +227,9 @@ def crop_line(pixels: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 LINE_HEIGHT = 48  # the model's input height
 MIN_WIDTH = 320  # narrower lines are padded to this width, as PaddleOCR does
-WIDTH_STEP = 128  # 32 to 160 read Whitehead's pages with the same CER; 128 met the fewest new shapes (0.44 vs 0.48 s/page cold)
+WIDTH_STEP = (
+    128  # 32 to 160 read Whitehead's pages with the same CER; 128 met the fewest new shapes (0.44 vs 0.48 s/page cold)
+)
 # Margin added above and below each crop, as a share of its height. The detector's boxes hug the text;
 # with a margin the text fills less of the 48 px, so the scaled line is narrower and reads faster
 # (0.43 vs 0.48 s per page), with the same error rate on Whitehead's pages (measured).
@@ -243,7 +250,8 @@ class LineRecognizer:
 
 
 def line_tensor(crop: np.ndarray) -> np.ndarray:
-    """A line crop (H, W, 3 uint8, RGB) as the model's input: margins added, height 48, width rounded up, BGR in [-1, 1]."""
+    """A line crop (H, W, 3 uint8, RGB) as the model's input: margins added, height 48, width rounded up,
+    BGR in [-1, 1]."""
     margin = round(crop.shape[0] * MARGIN / 2)
     if margin:
         crop = cv2.copyMakeBorder(crop, margin, margin, 0, 0, cv2.BORDER_REPLICATE)
@@ -288,7 +296,9 @@ def with_compact_head(model: Any, keep: list[int]) -> Any:
         chain.setdefault(node.get_type_name(), node)
         node = node.input_value(0).get_node()
     if node.get_type_name() != "MatMul" or "Add" not in chain or "Softmax" not in chain:
-        raise EngineError("the recognition model's output layer is not MatMul + Add + Softmax; this rapidocr version is not supported")
+        raise EngineError(
+            "the recognition model's output layer is not MatMul + Add + Softmax; this rapidocr version is not supported"
+        )
     weights = node.input_value(1).get_node().get_data()
     bias = chain["Add"].input_value(1).get_node().get_data()
     logits = ops.matmul(node.input_value(0), ops.constant(np.ascontiguousarray(weights[:, keep])), False, False)
@@ -326,4 +336,6 @@ def onnxruntime_models(threads: int, long_side: int) -> tuple[LineFinder, LineRe
     detect = onnxruntime_infer(onnxruntime_session(model_path(DETECTOR_FILE), threads))
     session = onnxruntime_session(model_path(RECOGNIZER_FILE), threads)
     characters = session.get_modelmeta().custom_metadata_map["character"].splitlines()
-    return LineFinder(lambda size: detect, long_side), LineRecognizer(onnxruntime_infer(session), model_classes(characters))
+    return LineFinder(lambda size: detect, long_side), LineRecognizer(
+        onnxruntime_infer(session), model_classes(characters)
+    )

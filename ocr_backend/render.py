@@ -12,7 +12,11 @@ from typing import Any
 import pymupdf
 from PIL import Image
 
+from ocr_backend.errors import InputError
+
 DEFAULT_LONG_SIDE = 1600
+# Under 64 px no text survives; over 10,000 px a page image takes 300 MB and reads no better.
+MIN_LONG_SIDE, MAX_LONG_SIDE = 64, 10_000
 MAX_PIXELS = 120_000_000  # refuse anything larger: a decompression bomb, not a book page
 
 
@@ -20,6 +24,16 @@ MAX_PIXELS = 120_000_000  # refuse anything larger: a decompression bomb, not a 
 class RenderSettings:
     long_side: int = DEFAULT_LONG_SIDE
     use_native: bool = True  # take a full-page scan image's own pixels when it is as good
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.long_side, bool)
+            or not isinstance(self.long_side, int)
+            or not MIN_LONG_SIDE <= self.long_side <= MAX_LONG_SIDE
+        ):
+            raise InputError(
+                f"the page image size (long side) must be {MIN_LONG_SIDE}-{MAX_LONG_SIDE} px, not {self.long_side!r}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,8 +17,8 @@ import pymupdf
 from PIL import Image, UnidentifiedImageError
 
 from ocr_backend.errors import InputError
+from ocr_backend.pdf_text import TextLayer, extract_text_layer
 from ocr_backend.render import MAX_PIXELS, RenderSettings, fit_long_side, normalise_mode, render_pdf_page
-from ocr_backend.textlayer import TextLayer, extract_text_layer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
 MIN_PAGE_PT = 36.0  # half an inch
@@ -119,14 +119,18 @@ class PdfSource(Source):
             raise InputError(f"{path}: not a readable PDF ({_short(exc)}); is the file truncated or corrupt?") from exc
         if self.doc.needs_pass or self.doc.is_encrypted:
             self.doc.close()
-            raise InputError(f"{path}: the PDF is password-protected; decrypt it first (e.g. qpdf --decrypt) and try again")
+            raise InputError(
+                f"{path}: the PDF is password-protected; decrypt it first (e.g. qpdf --decrypt) and try again"
+            )
         if self.doc.page_count == 0:
             self.doc.close()
             raise InputError(f"{path}: the PDF has no pages (is it truncated or corrupt?)")
         self._check_page_sizes(path)
         if self.doc.is_repaired:
             self._check_damage(path)
-        self.info = SourceInfo(str(path.resolve()), path.name, "pdf", file_sha256(path), path.stat().st_size, self.doc.page_count)
+        self.info = SourceInfo(
+            str(path.resolve()), path.name, "pdf", file_sha256(path), path.stat().st_size, self.doc.page_count
+        )
 
     def _check_page_sizes(self, path: Path) -> None:
         for index in range(self.doc.page_count):
@@ -134,7 +138,9 @@ class PdfSource(Source):
                 rect = self.doc[index].rect
             except Exception as exc:
                 self.doc.close()
-                raise InputError(f"{path}: page {index + 1} cannot be read ({_short(exc)}); the PDF looks corrupt") from exc
+                raise InputError(
+                    f"{path}: page {index + 1} cannot be read ({_short(exc)}); the PDF looks corrupt"
+                ) from exc
             long_side, short_side = max(rect.width, rect.height), min(rect.width, rect.height)
             if long_side > MAX_PAGE_PT or short_side < MIN_PAGE_PT:
                 self.doc.close()
@@ -152,12 +158,18 @@ class PdfSource(Source):
                 if not self.doc.xref_is_stream(xref):
                     pymupdf.TOOLS.mupdf_warnings()  # keep the log short
                     self.doc.close()
-                    raise InputError(f"{path}: the PDF is truncated or corrupt (page {page.number + 1} lost its image); re-download or repair it (e.g. qpdf) and try again")
+                    raise InputError(
+                        f"{path}: the PDF is truncated or corrupt (page {page.number + 1} lost its image); "
+                        "re-download or repair it (e.g. qpdf) and try again"
+                    )
         warnings = pymupdf.TOOLS.mupdf_warnings()
         damage = [w for w in warnings.splitlines() if any(k in w for k in _DAMAGE_WARNINGS)]
         if damage:
             self.doc.close()
-            raise InputError(f"{path}: the PDF is truncated or corrupt ({damage[0].strip()}); re-download or repair it (e.g. qpdf) and try again")
+            raise InputError(
+                f"{path}: the PDF is truncated or corrupt ({damage[0].strip()}); re-download or repair it "
+                "(e.g. qpdf) and try again"
+            )
 
     def text_layer(self, number: int) -> TextLayer | None:
         return extract_text_layer(self.doc[number - 1])
@@ -192,7 +204,12 @@ class _ImagePagesSource(Source):
             native = normalise_mode(img)
             native.load()
         image = fit_long_side(native, settings.long_side)
-        return image, {"source": "native", "native_size": list(native.size), "width": image.width, "height": image.height}
+        return image, {
+            "source": "native",
+            "native_size": list(native.size),
+            "width": image.width,
+            "height": image.height,
+        }
 
 
 def _image_frames(path: Path) -> list[tuple[Path, int]]:
@@ -217,7 +234,9 @@ def _image_frames(path: Path) -> list[tuple[Path, int]]:
 class ImageFileSource(_ImagePagesSource):
     def __init__(self, path: Path) -> None:
         self.frames = _image_frames(path)
-        self.info = SourceInfo(str(path.resolve()), path.name, "image", file_sha256(path), path.stat().st_size, len(self.frames))
+        self.info = SourceInfo(
+            str(path.resolve()), path.name, "image", file_sha256(path), path.stat().st_size, len(self.frames)
+        )
 
 
 def natural_key(name: str) -> list[Any]:
@@ -228,7 +247,11 @@ def natural_key(name: str) -> list[Any]:
 class ImageFolderSource(_ImagePagesSource):
     def __init__(self, path: Path) -> None:
         files = sorted(
-            (f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")),
+            (
+                f
+                for f in path.iterdir()
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+            ),
             key=lambda f: natural_key(f.name),
         )
         if not files:
@@ -239,7 +262,9 @@ class ImageFolderSource(_ImagePagesSource):
         for f in files:
             digest.update(f.name.encode() + b"\0" + file_sha256(f).encode())
             size += f.stat().st_size
-        self.info = SourceInfo(str(path.resolve()), path.name, "image-folder", digest.hexdigest(), size, len(self.frames))
+        self.info = SourceInfo(
+            str(path.resolve()), path.name, "image-folder", digest.hexdigest(), size, len(self.frames)
+        )
 
 
 def _short(exc: BaseException) -> str:

@@ -29,8 +29,8 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -282,7 +282,9 @@ class WorkerPool:
                 worker.kill()  # its page was abandoned mid-way: a late answer must not reach the next run
                 self.workers.remove(worker)
 
-    def _dispatch(self, source: Iterator[PageInput], retry: deque[PageInput], exhausted: bool) -> tuple[bool, list[PageResult]]:
+    def _dispatch(
+        self, source: Iterator[PageInput], retry: deque[PageInput], exhausted: bool
+    ) -> tuple[bool, list[PageResult]]:
         """Give each idle, ready worker a page (retries first). Pages that could not be rendered fail here."""
         early: list[PageResult] = []
         for worker in self.workers:
@@ -327,7 +329,9 @@ class WorkerPool:
             return worker.page_sent + self.page_timeout()
         return float("inf")
 
-    def _handle(self, worker: _Worker, message: Any, retry: deque[PageInput], failures: dict[int, list[str]]) -> Iterator[PageResult]:
+    def _handle(
+        self, worker: _Worker, message: Any, retry: deque[PageInput], failures: dict[int, list[str]]
+    ) -> Iterator[PageResult]:
         if message is None:
             reason = worker.exit_description()
             if worker.ready:
@@ -353,12 +357,16 @@ class WorkerPool:
             if now < self._deadline(worker):
                 continue
             if worker.ready:
-                reason = f"timed out: no result after {now - worker.page_sent:.0f} s (deadline {self.page_timeout():.0f} s)"
+                reason = (
+                    f"timed out: no result after {now - worker.page_sent:.0f} s (deadline {self.page_timeout():.0f} s)"
+                )
                 yield from self._page_lost(worker, reason, retry, failures)
             else:
                 self._start_failed(worker, f"the OCR worker did not start within {self.start_timeout:.0f} s")
 
-    def _page_lost(self, worker: _Worker, reason: str, retry: deque[PageInput], failures: dict[int, list[str]]) -> Iterator[PageResult]:
+    def _page_lost(
+        self, worker: _Worker, reason: str, retry: deque[PageInput], failures: dict[int, list[str]]
+    ) -> Iterator[PageResult]:
         """The worker hung or died on its page: replace it, and retry the page or record it failed."""
         page = worker.page
         self._replace(worker)

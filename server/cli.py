@@ -1,4 +1,8 @@
-"""The ``bookocr`` command line. It mirrors the Python API; every command takes --json."""
+"""The ``bookocr`` command line: a thin shell over :class:`server.library.Library`.
+
+Each command parses its arguments, makes one library call and prints the result: as text, or as JSON
+with ``--json``. Errors are one line on stderr and exit code 2; ``ocr`` exits 3 when pages failed.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ocr_backend.engines import EngineOption, engine_class, engine_classes
 from ocr_backend.errors import BookOcrError
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
-from server.corpus import LOCK_WAIT_S, Corpus, default_corpus_dir
-from server.progress import ProgressBar, format_duration
-from server.deepseek_cli import GpuTally, add_deepseek_options, add_deploy, add_reclean, cmd_estimate, deepseek_engine_options
-from server.runner import RunOptions, book_id_for, ocr_book
+from server.corpus import Corpus, default_corpus_dir
+from server.formatting import clock
+from server.library import Library, PageRange
+from server.locks import LOCK_WAIT_S
+from server.progress import ProgressBar
+from server.runner import RunOptions
 
-Handler = Callable[[argparse.Namespace, Corpus], int]
+Handler = Callable[[argparse.Namespace, Library], int]
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=None if args.json else 1) if args.json else text)
+    print(json.dumps(data, ensure_ascii=False, default=_jsonable) if args.json else text)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 # --- ocr ------------------------------------------------------------------------------
@@ -30,22 +47,66 @@ def add_ocr(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ocr", help="OCR a PDF, image, TIFF or folder of page images into the corpus (resumes)")
     p.add_argument("path", help="PDF, image, multi-page TIFF, or folder of page images")
     p.add_argument("--book", help="book id (default: slug of the file or folder name)")
-    p.add_argument("--engine", default="auto", help="auto (default), text-layer, local, deepseek, deepseek-local")
+    p.add_argument(
+        "--engine", default="auto", help=f"{', '.join(engine_classes())} (default auto); see `bookocr engines`"
+    )
     p.add_argument("--pages", help="pages to do, e.g. 1-20,35 (default: all)")
     p.add_argument("--long-side", type=int, default=DEFAULT_LONG_SIDE, help="page image size in px on the long side")
     p.add_argument("--replace", action="store_true", help="replace a book of the same id made from a different file")
-    p.add_argument("--redo", action="store_true", help="redo the selected pages even if already done (e.g. with another engine)")
-    p.add_argument("--wait", action="store_true",
-                   help=f"wait for another run on the same book instead of stopping (at most {LOCK_WAIT_S / 3600:g} h; see --max-wait)")
-    p.add_argument("--max-wait", type=float, metavar="SECONDS", help="with --wait, wait at most this long (implies --wait)")
-    add_deepseek_options(p)
+    p.add_argument(
+        "--redo", action="store_true", help="redo the selected pages even if already done (e.g. with another engine)"
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"wait for another run on the same book instead of stopping (at most {LOCK_WAIT_S / 3600:g} h; "
+        "see --max-wait)",
+    )
+    p.add_argument(
+        "--max-wait", type=float, metavar="SECONDS", help="with --wait, wait at most this long (implies --wait)"
+    )
+    p.add_argument("--estimate", action="store_true", help="print the pages and the expected cost of the run, and stop")
+    add_engine_options(p)
     p.set_defaults(handler=cmd_ocr)
 
 
-def cmd_ocr(args: argparse.Namespace, corpus: Corpus) -> int:
-    if getattr(args, "estimate", False):
-        return cmd_estimate(args, corpus)
-    options = RunOptions(
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Each engine's own options (``--gpu`` ...), declared by the engines themselves."""
+    group = p.add_argument_group("engine options (each applies to the engines named)")
+    seen: dict[str, list[str]] = {}
+    options: dict[str, EngineOption] = {}
+    for name, cls in engine_classes().items():
+        for option in cls.options:
+            seen.setdefault(option.name, []).append(name)
+            options.setdefault(option.name, option)
+    for key, option in options.items():
+        engines = "/".join(seen[key])
+        if option.type is bool:
+            group.add_argument(
+                option.flag, dest=f"engine_{key}", action="store_true", default=None, help=f"{engines}: {option.help}"
+            )
+        else:
+            group.add_argument(
+                option.flag,
+                dest=f"engine_{key}",
+                metavar=key.upper(),
+                default=None,
+                help=f"{engines}: {option.help} ({option.describe_type()})",
+            )
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options given on the command line; one the chosen engine does not take is an error."""
+    given = {
+        key.removeprefix("engine_"): value
+        for key, value in vars(args).items()
+        if key.startswith("engine_") and value is not None
+    }
+    return engine_class(args.engine).check_options(given)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
         book=args.book,
         engine=args.engine,
         pages=args.pages,
@@ -53,26 +114,42 @@ def cmd_ocr(args: argparse.Namespace, corpus: Corpus) -> int:
         replace=args.replace,
         redo=args.redo,
         wait_for_lock=lock_wait(args),
-        engine_options=deepseek_engine_options(args, corpus, book_id_for(args.path, args.book)),
+        engine_options=engine_options(args),
     )
+
+
+def cmd_ocr(args: argparse.Namespace, library: Library) -> int:
+    options = run_options(args)
+    if args.estimate:
+        return show_estimate(args, library, options)
     bar = ProgressBar()
-    tally = GpuTally()
     try:
-        result = ocr_book(corpus, args.path, options, progress=None if args.json else bar, listeners=[tally])
+        summary = library.ocr(args.path, options, progress=None if args.json else bar)
     finally:
         bar.close()
-    book = corpus.book(result.book)
-    summary = {**book.summary(), "run": result.as_dict(), "document": str(book.dir / "document.mmd")}
+    run = summary.run
     text = (
-        f"{result.book}: {result.done} page(s) done this run, {result.skipped} already done, "
-        f"{result.failed} failed, {result.fallback} fallback in {format_duration(result.elapsed)} "
-        f"({result.rate:.2f} pages/s)\nstate: {summary['state']}\ndocument: {summary['document']}"
+        f"{run.book}: {run.done} page(s) done this run, {run.skipped} already done, "
+        f"{run.failed} failed, {run.fallback} fallback in {clock(run.elapsed)} "
+        f"({run.rate:.2f} pages/s)\nstate: {summary.status.state}\ndocument: {summary.document}"
     )
-    if tally.pages:
-        summary["gpu"] = tally.as_dict()
-        text += f"\n{tally.describe()}"
-    emit(args, summary, text)
-    return 0 if result.failed == 0 else 3
+    if summary.cost.pages:
+        text += f"\n{summary.cost.describe()}"
+    emit(args, summary.as_dict(), text)
+    return 0 if run.failed == 0 else 3
+
+
+def show_estimate(args: argparse.Namespace, library: Library, options: RunOptions) -> int:
+    pages, estimate = library.estimate(args.path, options)
+    if estimate is None:
+        emit(
+            args,
+            {"estimate": None, "engine": args.engine, "pages": pages},
+            f"{pages} page(s): engine {args.engine} runs on this machine, at no cost but its time",
+        )
+    else:
+        emit(args, {"estimate": estimate.as_dict(), "engine": args.engine, "pages": pages}, estimate.describe())
+    return 0
 
 
 def lock_wait(args: argparse.Namespace) -> bool | float:
@@ -91,10 +168,14 @@ def add_list(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_list)
 
 
-def cmd_list(args: argparse.Namespace, corpus: Corpus) -> int:
-    books = [corpus.book(book_id).summary() for book_id in corpus.book_ids()]
-    lines = [f"{b['book']:<30} {b['state']:<22} {b['done']:>5}/{b['pages']:<5} {b['source']}" for b in books]
-    emit(args, {"corpus": str(corpus.root), "books": books}, "\n".join(lines) or f"no books in {corpus.root}")
+def cmd_list(args: argparse.Namespace, library: Library) -> int:
+    books = library.statuses()
+    lines = [f"{b.book:<30} {b.state:<22} {b.done:>5}/{b.pages:<5} {b.source}" for b in books]
+    emit(
+        args,
+        {"corpus": str(library.corpus.root), "books": books},
+        "\n".join(lines) or f"no books in {library.corpus.root}",
+    )
     return 0
 
 
@@ -104,13 +185,10 @@ def add_status(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_status)
 
 
-def cmd_status(args: argparse.Namespace, corpus: Corpus) -> int:
-    book = corpus.book(args.book)
-    s = book.summary()
-    failed = [i + 1 for i, m in enumerate(book.pages) if m and m.get("status") == "failed"]
-    s["failed_pages"] = failed
-    text = "\n".join(f"{k}: {v}" for k, v in s.items())
-    emit(args, s, text)
+def cmd_status(args: argparse.Namespace, library: Library) -> int:
+    status = library.status(args.book)
+    data = status.as_dict()
+    emit(args, data, "\n".join(f"{key}: {value}" for key, value in data.items() if key != "message"))
     return 0
 
 
@@ -124,23 +202,21 @@ def add_get(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_get)
 
 
-def cmd_get(args: argparse.Namespace, corpus: Corpus) -> int:
-    book = corpus.book(args.book)
-    if (args.page is None) == (args.printed is None):
-        raise BookOcrError("give a PDF page number or --printed LABEL (one of the two), e.g. `bookocr get BOOK 52` or `bookocr get BOOK --printed 37`")
-    first = book.find_printed(args.printed) if args.printed is not None else book.check_page(args.page)
-    last = book.find_printed(args.to_printed) if args.to_printed is not None else args.to_page or first
-    book.check_page(last)
-    if last < first:
-        raise BookOcrError(f"the range ends (PDF page {last}) before it starts (PDF page {first})")
-    views = [book.read_page(n) for n in range(first, last + 1)]
-    data = [
-        {"book": v.book, "page": v.number, "label": v.label, "label_source": v.meta.get("label_source"), "status": v.status, "markdown": v.markdown}
-        for v in views
-    ]
-    text = "\n\n".join(f"<!-- page {v.number}{_printed(v.label)} ({v.status}) -->\n\n{v.markdown}" for v in views)
-    emit(args, data if last != first or args.to_page or args.to_printed else data[0], text)
+def cmd_get(args: argparse.Namespace, library: Library) -> int:
+    pages = library.read_pages(
+        args.book, args.page, printed=args.printed, to_page=args.to_page, to_printed=args.to_printed
+    )
+    data = [page.as_dict() for page in pages.pages]
+    emit(
+        args,
+        data if _is_range(args, pages) else data[0],
+        "\n\n".join(f"<!-- page {p.page}{_printed(p.label)} ({p.status}) -->\n\n{p.body}" for p in pages.pages),
+    )
     return 0
+
+
+def _is_range(args: argparse.Namespace, pages: PageRange) -> bool:
+    return len(pages.pages) > 1 or args.to_page is not None or args.to_printed is not None
 
 
 def _printed(label: str | None) -> str:
@@ -154,26 +230,29 @@ def add_contents(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_contents)
 
 
-def cmd_contents(args: argparse.Namespace, corpus: Corpus) -> int:
-    from server.contents import book_contents
-
-    contents = book_contents(corpus.book(args.book))
-    lines = []
-    for entry in contents["entries"]:
-        printed = f" (printed {entry['printed']})" if entry["printed"] else ""
-        lines.append(f"{'  ' * (entry['level'] - 1)}{entry['title']}  ... page {entry['page']}{printed}")
+def cmd_contents(args: argparse.Namespace, library: Library) -> int:
+    contents = library.contents(args.book)
+    lines = [
+        f"{'  ' * (e.level - 1)}{e.title}  ... page {e.page}{f' (printed {e.printed})' if e.printed else ''}"
+        for e in contents.entries
+    ]
     if not lines:
-        lines.append(f"no contents found for {contents['book']}: the PDF has no outline and no headings were recognised")
+        lines.append(f"no contents found for {contents.book}: the PDF has no outline and no headings were recognised")
     else:
-        lines.insert(0, f"# {contents['book']}: contents from the {'PDF outline' if contents['source'] == 'outline' else 'headings found in the text'}")
+        origin = "PDF outline" if contents.source == "outline" else "headings found in the text"
+        lines.insert(0, f"# {contents.book}: contents from the {origin}")
     emit(args, contents, "\n".join(lines))
     return 0
 
 
 # --- search / reindex -----------------------------------------------------------------
 def add_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help='search every book (typos, OCR errors and typed formulas tolerated; "quote" phrases)')
-    p.add_argument("query", nargs="+", help='words, "a quoted phrase", or a formula as typed, e.g. Gamma(theta | alpha+1, beta+y)')
+    p = sub.add_parser(
+        "search", help='search every book (typos, OCR errors and typed formulas tolerated; "quote" phrases)'
+    )
+    p.add_argument(
+        "query", nargs="+", help='words, "a quoted phrase", or a formula as typed, e.g. Gamma(theta | alpha+1, beta+y)'
+    )
     p.add_argument("--book", action="append", dest="books", metavar="ID", help="only this book (repeat for several)")
     p.add_argument("--pages", help="only PDF pages FIRST-LAST, e.g. 10-40")
     p.add_argument("--limit", type=int, default=10, help="hits to show (default 10)")
@@ -181,17 +260,10 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_search)
 
 
-def cmd_search(args: argparse.Namespace, corpus: Corpus) -> int:
-    from server.search import search_library
-
-    pages = None
-    if args.pages:
-        try:
-            first, _, last = args.pages.partition("-")
-            pages = (int(first), int(last or first))
-        except ValueError:
-            raise BookOcrError(f"bad --pages {args.pages!r}: use FIRST-LAST, e.g. 10-40") from None
-    result = search_library(corpus, " ".join(args.query), books=args.books, pages=pages, limit=args.limit, offset=args.offset)
+def cmd_search(args: argparse.Namespace, library: Library) -> int:
+    result = library.search(
+        " ".join(args.query), books=args.books, pages=args.pages, limit=args.limit, offset=args.offset
+    )
     shown = f"{result.offset + 1}-{result.offset + len(result.hits)}" if result.hits else "none"
     lines = [f"{result.total} page(s) match {result.query!r} (showing {shown}; {result.elapsed_ms:.1f} ms)"]
     for rank, hit in enumerate(result.hits, start=result.offset + 1):
@@ -207,42 +279,120 @@ def add_reindex(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_reindex)
 
 
-def cmd_reindex(args: argparse.Namespace, corpus: Corpus) -> int:
-    import time
+def cmd_reindex(args: argparse.Namespace, library: Library) -> int:
+    done = library.reindex(args.book)
+    emit(
+        args,
+        done,
+        f"indexed {done['pages']} page(s) of {args.book or 'every book'} in {done['seconds']:.1f} s; "
+        f"index {done['index']} ({done['bytes'] / 1e6:.1f} MB)",
+    )
+    return 0
 
-    from server.search import SearchIndex
 
-    index = SearchIndex(corpus)
-    started = time.perf_counter()
-    pages = index.reindex(args.book)
-    seconds = time.perf_counter() - started
-    size = sum(p.stat().st_size for p in index.path.parent.glob(index.path.name + "*") if p.name.endswith(("sqlite", "-wal")))
-    data = {"book": args.book, "pages": pages, "seconds": round(seconds, 3), "index": str(index.path), "bytes": size}
-    text = f"indexed {pages} page(s) of {args.book or 'every book'} in {seconds:.1f} s; index {index.path} ({size / 1e6:.1f} MB)"
-    emit(args, data, text)
+def add_reclean(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reclean", help="clean a book's DeepSeek pages again from their raw output (no GPU)")
+    p.add_argument("book")
+    p.add_argument(
+        "--figures", action="store_true", help="also crop figures from the source file and save them beside the pages"
+    )
+    p.add_argument("--wait", action="store_true", help="wait for a run on the same book instead of stopping")
+    p.set_defaults(handler=cmd_reclean)
+
+
+def cmd_reclean(args: argparse.Namespace, library: Library) -> int:
+    report = library.reclean(args.book, figures=args.figures, wait=args.wait)
+    text = (
+        f"{args.book}: {report.pages} DeepSeek page(s) cleaned again, {report.changed} changed, "
+        f"{report.figures} figure(s) saved"
+    )
+    if report.missing_raw:
+        text += f"\nno raw output kept for page(s) {_some(report.missing_raw)}"
+    if report.flagged:
+        text += (
+            f"\nraw output looks like a loop on page(s) {_some(report.flagged)}: "
+            "redo them with `bookocr ocr SOURCE --engine deepseek --redo --pages ...`"
+        )
+    emit(args, report.as_dict(), text)
+    return 0
+
+
+def _some(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers[:20]) + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
+
+
+# --- engines / deploy -------------------------------------------------------------------
+def add_engines(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("engines", help="the OCR engines, with what they read and the options they take")
+    p.set_defaults(handler=cmd_engines)
+
+
+def cmd_engines(args: argparse.Namespace, library: Library) -> int:
+    lines = []
+    for engine in library.engines():
+        lines.append(f"{engine.name}: {engine.description}\n  languages: {', '.join(engine.languages)}")
+        lines += [f"  --{o['name'].replace('_', '-')} ({o['type']}): {o['help']}" for o in engine.options]
+    emit(args, library.engines(), "\n".join(lines))
+    return 0
+
+
+def add_deploy(sub: argparse._SubParsersAction) -> None:
+    from ocr_backend.deepseek.constants import DEFAULT_CONTAINERS, DEFAULT_GPU, DEFAULT_MODEL, GPU_CHOICES
+
+    p = sub.add_parser("deploy", help="deploy the DeepSeek-OCR GPU class to your Modal workspace (modal deploy)")
+    p.add_argument("--gpu", default=DEFAULT_GPU, choices=GPU_CHOICES, help=f"GPU type (default {DEFAULT_GPU})")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model id (e.g. deepseek-ai/DeepSeek-OCR-2)")
+    p.add_argument(
+        "--max-containers",
+        type=int,
+        default=DEFAULT_CONTAINERS,
+        help=f"GPUs one job may fan out to (default {DEFAULT_CONTAINERS})",
+    )
+    p.set_defaults(handler=cmd_deploy)
+
+
+def cmd_deploy(args: argparse.Namespace, library: Library) -> int:
+    from ocr_backend.deepseek.deploy import deploy
+
+    done = deploy(args.gpu, args.model, args.max_containers)
+    emit(
+        args,
+        done,
+        f"deployed DeepSeek-OCR ({args.model}) on {args.gpu}, up to {args.max_containers} containers; "
+        "now: bookocr ocr BOOK --engine deepseek",
+    )
     return 0
 
 
 # --- demo -----------------------------------------------------------------------------
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="generate a scanned sample statistics book, OCR it, and show the result")
-    p.add_argument("--out", type=Path, default=Path("sample/statistics-sample.pdf"), help="where to write the sample PDF")
+    p.add_argument(
+        "--out", type=Path, default=Path("sample/statistics-sample.pdf"), help="where to write the sample PDF"
+    )
     p.add_argument("--engine", default="auto", help="engine to use (default: auto, the embedded default)")
     p.set_defaults(handler=cmd_demo)
 
 
-def cmd_demo(args: argparse.Namespace, corpus: Corpus) -> int:
+def cmd_demo(args: argparse.Namespace, library: Library) -> int:
     from server.sample_book import make_sample_book
 
     pdf = make_sample_book(args.out)
     print(f"generated an image-only scanned sample book: {pdf}", file=sys.stderr)
-    args.path, args.book, args.pages, args.replace, args.redo, args.wait = str(pdf), "statistics-sample", None, True, False, False
-    args.long_side = DEFAULT_LONG_SIDE
-    code = cmd_ocr(args, corpus)
+    args.path, args.book, args.pages, args.replace, args.redo, args.wait, args.max_wait = (
+        str(pdf),
+        "statistics-sample",
+        None,
+        True,
+        False,
+        False,
+        None,
+    )
+    args.long_side, args.estimate = DEFAULT_LONG_SIDE, False
+    code = cmd_ocr(args, library)
     if not args.json:
-        document = corpus.book("statistics-sample").dir / "document.mmd"
-        print(f"\n===== {document} =====\n")
-        print(document.read_text(encoding="utf-8"))
+        print(f"\n===== {library.document_path('statistics-sample')} =====\n")
+        print(library.document("statistics-sample"))
     return code
 
 
@@ -256,23 +406,26 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_allow_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow", action="append", metavar="DIR",
-                   help="a folder the server may read books from (repeatable); default: your home folder and the working directory")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="DIR",
+        help="a folder the server may read books from (repeatable); "
+        "default: your home folder and the working directory",
+    )
     p.add_argument("--max-file-mb", type=int, default=None, help="refuse books larger than this (default 1024)")
 
 
-def cmd_serve(args: argparse.Namespace, corpus: Corpus) -> int:
-    from server.jobs import JobManager
+def cmd_serve(args: argparse.Namespace, library: Library) -> int:
     from server.mcp_server import leave, serve
     from server.safety import InputPolicy
 
-    jobs = JobManager(corpus)
     try:
-        serve(corpus, InputPolicy.from_options(args.allow, args.max_file_mb), http=args.http, port=args.port, jobs=jobs)
+        serve(library, InputPolicy.from_options(args.allow, args.max_file_mb), http=args.http, port=args.port)
     finally:
         # The server's lifespan has asked the jobs to stop (this waits no longer than it did); a job
         # stuck in a page must not keep the process, and its book's lock, alive once the client is gone.
-        leave(jobs.shutdown())
+        leave(library.shutdown())
     return 0
 
 
@@ -283,22 +436,46 @@ def add_mcp_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_mcp_config)
 
 
-def cmd_mcp_config(args: argparse.Namespace, corpus: Corpus) -> int:
+def cmd_mcp_config(args: argparse.Namespace, library: Library) -> int:
     from server.mcp_server import desktop_config
 
-    print(json.dumps(desktop_config(corpus.root, args.allow, args.name, args.max_file_mb), indent=2))
+    print(json.dumps(desktop_config(library.corpus.root, args.allow, args.name, args.max_file_mb), indent=2))
     if not args.allow:
         print("note: no --allow given; the server will read books under your home folder only", file=sys.stderr)
-    print("add this to claude_desktop_config.json (merge it into an existing \"mcpServers\"), then restart Claude Desktop", file=sys.stderr)
+    print(
+        'add this to claude_desktop_config.json (merge it into an existing "mcpServers"), then restart Claude Desktop',
+        file=sys.stderr,
+    )
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_ocr, add_list, add_status, add_get, add_contents, add_search, add_reindex, add_demo, add_serve, add_mcp_config, add_deploy, add_reclean]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_ocr,
+    add_list,
+    add_status,
+    add_get,
+    add_contents,
+    add_search,
+    add_reindex,
+    add_demo,
+    add_serve,
+    add_mcp_config,
+    add_engines,
+    add_deploy,
+    add_reclean,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bookocr", description="Scanned books to clean, searchable markdown for LLM agents.")
-    parser.add_argument("--corpus", type=Path, default=None, help=f"library folder (default: $BOOKOCR_CORPUS or ./corpus, now {default_corpus_dir()})")
+    parser = argparse.ArgumentParser(
+        prog="bookocr", description="Scanned books to clean, searchable markdown for LLM agents."
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help=f"library folder (default: $BOOKOCR_CORPUS or ./corpus, now {default_corpus_dir()})",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -314,10 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     hoisted = [a for a in argv if a in ("--json", "-v", "--verbose")]
     rest = [a for a in argv if a not in hoisted]
     args = parser.parse_args(hoisted + rest)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    corpus = Corpus(args.corpus)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    library = Library(Corpus(args.corpus))
     try:
-        return args.handler(args, corpus)
+        return args.handler(args, library)
     except BookOcrError as exc:
         if args.json:
             print(json.dumps({"error": str(exc), "type": type(exc).__name__}))

@@ -32,17 +32,63 @@ _CHAPTER_RE = re.compile(
     re.IGNORECASE,
 )
 # OCR drops the space after a capitalised keyword: "CHAPTERII"
-_CHAPTER_GLUED_RE = re.compile(r"^(?P<kind>CHAPTER|PART|BOOK|LECTURE|APPENDIX)(?P<num>\d{1,3}|[IVXLC]{1,7})\b[.:]?\s*(?P<rest>.*)$")
+_CHAPTER_GLUED_RE = re.compile(
+    r"^(?P<kind>CHAPTER|PART|BOOK|LECTURE|APPENDIX)(?P<num>\d{1,3}|[IVXLC]{1,7})\b[.:]?\s*(?P<rest>.*)$"
+)
 # "2.7 Title", "2.7. Title", "2.7Title" (OCR drops the space), "2.7.1 Title"
 _SECTION_RE = re.compile(r"^(?P<num>\d{1,2}(?:\.\d{1,2}){1,3})\.?\s*(?P<rest>[A-Z(“\"'].*)$")
 _INNER_SECTION_RE = re.compile(r"(?<=\s)\d{1,2}(?:\.\d{1,2}){1,3}\.?\s*(?=[A-Z])")
 GENERIC_KEY = "heading:"  # key prefix of a heading with no number or known name
 _BACK_MATTER = {
-    "contents", "preface", "foreword", "introduction", "prologue", "epilogue", "acknowledgements", "acknowledgments",
-    "notes", "bibliography", "references", "index", "glossary", "appendix", "afterword",
+    "contents",
+    "preface",
+    "foreword",
+    "introduction",
+    "prologue",
+    "epilogue",
+    "acknowledgements",
+    "acknowledgments",
+    "notes",
+    "bibliography",
+    "references",
+    "index",
+    "glossary",
+    "appendix",
+    "afterword",
 }
-_WORD_NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-_SMALL_WORDS = {"a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with", "&", "vs", "via"}
+_WORD_NUMBERS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
+_SMALL_WORDS = {
+    "a",
+    "an",
+    "and",
+    "as",
+    "at",
+    "by",
+    "for",
+    "from",
+    "in",
+    "into",
+    "of",
+    "on",
+    "or",
+    "the",
+    "to",
+    "with",
+    "&",
+    "vs",
+    "via",
+}
 
 
 @dataclass(frozen=True)
@@ -210,7 +256,9 @@ def contents_from_outline(outline: Sequence[Sequence[Any]], labels: Sequence[str
     return entries
 
 
-def contents_from_headings(pages: Sequence[tuple[str, Sequence[str]]], labels: Sequence[str | None]) -> list[ContentsEntry]:
+def contents_from_headings(
+    pages: Sequence[tuple[str, Sequence[str]]], labels: Sequence[str | None]
+) -> list[ContentsEntry]:
     """Contents from each page's ``(body markdown, furniture lines)``: every chapter, numbered
     section and back-matter heading once, at its first page. Unnumbered headings count only
     in a book that has neither chapters nor numbered sections (else they are captions,
@@ -218,7 +266,9 @@ def contents_from_headings(pages: Sequence[tuple[str, Sequence[str]]], labels: S
     entries: list[ContentsEntry] = []
     for number, (markdown, furniture) in enumerate(pages, start=1):
         label = labels[number - 1] if number - 1 < len(labels) else None
-        entries += [ContentsEntry(level, title, number, label, key) for level, title, key in page_headings(markdown, furniture)]
+        entries += [
+            ContentsEntry(level, title, number, label, key) for level, title, key in page_headings(markdown, furniture)
+        ]
     structured = any(not e.key.startswith(GENERIC_KEY) and e.key not in _BACK_MATTER for e in entries)
     if structured:
         entries = [e for e in entries if not e.key.startswith(GENERIC_KEY)]
@@ -272,13 +322,31 @@ def _normalise_levels(entries: list[ContentsEntry]) -> list[ContentsEntry]:
     return [ContentsEntry(e.level - shift, e.title, e.page, e.printed, e.key) for e in entries] if shift else entries
 
 
-def book_contents(book: Book) -> dict[str, Any]:
-    """The contents of a stored book: ``{"book", "source", "entries": [{level, title, page, printed}]}``."""
+@dataclass
+class Contents:
+    """A book's table of contents: from the PDF's outline, else from the headings found in the text."""
+
+    book: str
+    source: str  # outline | headings
+    pages: int
+    entries: list[ContentsEntry]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "book": self.book,
+            "source": self.source,
+            "pages": self.pages,
+            "entries": [e.as_dict() for e in self.entries],
+        }
+
+
+def book_contents(book: Book) -> Contents:
+    """The contents of a stored book."""
     labels = book.labels()
-    outline = book.manifest.get("outline") or []
+    outline = book.outline
     if outline:
         entries, source = contents_from_outline(outline, labels), SOURCE_OUTLINE
     else:
-        pages = [(book.read_page(n).markdown, book.page_meta(n).get("furniture", [])) for n in range(1, book.page_count + 1)]
+        pages = [(book.read_page(n).markdown, book.page(n).furniture) for n in range(1, book.page_count + 1)]
         entries, source = contents_from_headings(pages, labels), SOURCE_HEADINGS
-    return {"book": book.id, "source": source, "pages": book.page_count, "entries": [e.as_dict() for e in entries]}
+    return Contents(book.id, source, book.page_count, entries)

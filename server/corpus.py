@@ -16,55 +16,36 @@ Layout::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import re
-import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any
 
 from ocr_backend.engines.base import PageResult
-from ocr_backend.errors import BookOcrError
+from ocr_backend.errors import BookConflictError, BookOcrError, PageRangeError, UnknownBookError, UnknownLabelError
 from ocr_backend.sources import SourceInfo
+from server import locks
 from server.labels import label_runs, pages_with_label
 
 MANIFEST_FORMAT = 1
 DONE_STATUSES = ("ok", "fallback")
 BOOK_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-PAGE_MARKER = "<!-- page {number}{label} -->"
 FLUSH_EVERY_S = 1.0
-LOCK_WAIT_S = 3600.0  # how long a run asked to wait for another run on the same book waits by default
-LOCK_POLL_S = 0.5
-GUARD_WAIT_S = 10.0  # taking a lock takes milliseconds; a guard held this long belongs to a stuck process
-HOLDER_RE = re.compile(r"pid (?P<pid>\d+)(?: on (?P<host>\S+))?")  # what a lock file says while held
 
 log = logging.getLogger("bookocr.corpus")
 
 
-class UnknownBookError(BookOcrError):
-    pass
-
-
-class PageRangeError(BookOcrError):
-    pass
-
-
-class BookLockedError(BookOcrError):
-    pass
-
-
-class BookConflictError(BookOcrError):
-    pass
-
-
-class UnknownLabelError(BookOcrError):
-    """A printed page label that no page carries, or that several pages carry."""
+def page_marker(number: int, label: str | None = None) -> str:
+    """The comment before each page in ``document.mmd`` and in multi-page answers."""
+    printed = f' printed="{label}"' if label else ""
+    return f"<!-- page {number}{printed} -->"
 
 
 def default_corpus_dir() -> Path:
@@ -81,7 +62,8 @@ def slugify(name: str) -> str:
 def check_book_id(book_id: str) -> str:
     if not isinstance(book_id, str) or not BOOK_ID_RE.match(book_id):
         raise BookOcrError(
-            f"invalid book id {book_id!r}: use 1-100 characters from a-z, 0-9, '-' and '_', starting with a letter or digit"
+            f"invalid book id {book_id!r}: use 1-100 characters from a-z, 0-9, '-' and '_', starting with a "
+            "letter or digit"
         )
     return book_id
 
@@ -104,6 +86,47 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 @dataclass
+class PageRecord:
+    """One page's entry in ``manifest.json``: what became of it, with which engine, and why."""
+
+    status: str = "pending"  # ok | fallback | failed | pending
+    engine: str | None = None
+    engine_version: str = ""
+    reason: str = ""  # why this engine, or why the page failed or fell back
+    flags: list[str] = field(default_factory=list)  # quality flags: empty, low-confidence, columns-2, ...
+    render: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # render, ocr
+    chars: int = 0
+    furniture: list[str] = field(default_factory=list)  # running heads and page numbers kept out of the body
+    attempts: int = 0
+    updated: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # engine-specific numbers (gpu_seconds, cost_usd, ...)
+    label: str | None = None  # the number printed on the page
+    label_source: str | None = None  # pdf | printed | inferred
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE_STATUSES
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PageRecord | None:
+        if data is None:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for optional in ("extra", "label", "label_source"):
+            if not data[optional]:
+                del data[optional]
+        return data
+
+
+PENDING = PageRecord()
+
+
+@dataclass
 class PageView:
     """A stored page as readers see it."""
 
@@ -111,25 +134,27 @@ class PageView:
     number: int
     page_count: int
     markdown: str
-    meta: dict[str, Any]
+    record: PageRecord
 
     @property
     def status(self) -> str:
-        return self.meta.get("status", "pending")
+        return self.record.status
 
     @property
     def label(self) -> str | None:
-        return self.meta.get("label")
+        return self.record.label
 
 
 class Book:
     """One book's folder. Readers may use it any time; writers hold :meth:`Corpus.lock`."""
 
-    def __init__(self, corpus: Corpus, book_id: str, manifest: dict[str, Any]) -> None:
+    def __init__(self, corpus: Corpus, book_id: str, manifest: dict[str, Any], writable: bool = True) -> None:
         self.corpus = corpus
         self.id = book_id
         self.dir = corpus.root / book_id
-        self.manifest = manifest
+        self.manifest = {k: v for k, v in manifest.items() if k != "pages"}
+        self.pages: list[PageRecord | None] = [PageRecord.from_dict(p) for p in manifest["pages"]]
+        self.writable = writable  # False for the shared, cached copies readers get from Corpus.book()
         self._dirty = False
         self._last_flush = 0.0
 
@@ -139,12 +164,29 @@ class Book:
         return int(self.manifest["page_count"])
 
     @property
-    def pages(self) -> list[dict[str, Any] | None]:
-        return self.manifest["pages"]
+    def source_name(self) -> str:
+        return str(self.manifest["source"]["name"])
 
-    def page_meta(self, number: int) -> dict[str, Any]:
+    @property
+    def source_path(self) -> str:
+        return str(self.manifest["source"]["path"])
+
+    @property
+    def source_sha256(self) -> str:
+        return str(self.manifest["source"]["sha256"])
+
+    @property
+    def engine(self) -> str | None:
+        return self.manifest.get("engine")
+
+    @property
+    def outline(self) -> list[tuple[int, str, int]]:
+        return [(int(level), str(title), int(page)) for level, title, page in self.manifest.get("outline") or []]
+
+    def page(self, number: int) -> PageRecord:
+        """The page's record (a pending one for a page not done yet)."""
         self.check_page(number)
-        return self.pages[number - 1] or {"status": "pending"}
+        return self.pages[number - 1] or PENDING
 
     def check_page(self, number: int) -> int:
         if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= self.page_count:
@@ -158,15 +200,15 @@ class Book:
         return self.dir / "pages" / f"page_{number:04d}.raw.mmd"
 
     def read_page(self, number: int) -> PageView:
-        meta = self.page_meta(number)
+        record = self.page(number)
         path = self.page_path(number)
-        text = path.read_text(encoding="utf-8") if meta.get("status") in DONE_STATUSES and path.exists() else ""
-        return PageView(self.id, number, self.page_count, text, meta)
+        text = path.read_text(encoding="utf-8") if record.done and path.exists() else ""
+        return PageView(self.id, number, self.page_count, text, record)
 
     # --- printed page labels ---------------------------------------------------------
     def labels(self) -> list[str | None]:
         """The printed label of every page (None where there is none)."""
-        return [(meta or {}).get("label") for meta in self.pages]
+        return [record.label if record else None for record in self.pages]
 
     def set_labels(self, labels: list[tuple[str, str] | None]) -> bool:
         """Store ``(label, source)`` per page (pages not yet in the manifest are skipped).
@@ -174,16 +216,15 @@ class Book:
         Returns whether anything changed; the caller holds the lock and flushes.
         """
         changed = False
-        for meta, entry in zip(self.pages, labels):
-            if meta is None:
+        for record, entry in zip(self.pages, labels):
+            if record is None:
                 continue
-            wanted = {"label": entry[0], "label_source": entry[1]} if entry else {}
-            if {k: meta[k] for k in ("label", "label_source") if k in meta} != wanted:
-                meta.pop("label", None)
-                meta.pop("label_source", None)
-                meta.update(wanted)
+            wanted = entry or (None, None)
+            if (record.label, record.label_source) != wanted:
+                record.label, record.label_source = wanted
                 changed = True
-        self._dirty |= changed
+        if changed:
+            self.changed()
         return changed
 
     def set_outline(self, outline: list[tuple[int, str, int]]) -> bool:
@@ -192,13 +233,16 @@ class Book:
         if self.manifest.get("outline", []) == entries:
             return False
         self.manifest["outline"] = entries
-        self._dirty = True
+        self.changed()
         return True
 
     def label_runs(self) -> list[dict[str, Any]]:
         """The book's numbering as runs: ``{"printed": "i-xii", "pages": "1-12"}``."""
         return [
-            {"printed": first if first == last else f"{first}-{last}", "pages": str(start) if start == end else f"{start}-{end}"}
+            {
+                "printed": first if first == last else f"{first}-{last}",
+                "pages": str(start) if start == end else f"{start}-{end}",
+            }
             for first, last, start, end in label_runs(self.labels())
         ]
 
@@ -228,9 +272,23 @@ class Book:
 
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "fallback": 0, "failed": 0, "pending": 0}
-        for meta in self.pages:
-            counts[(meta or {}).get("status", "pending")] += 1
+        for record in self.pages:
+            counts[(record or PENDING).status] += 1
         return counts
+
+    def pages_with(self, status: str) -> list[int]:
+        return [n for n, record in enumerate(self.pages, start=1) if (record or PENDING).status == status]
+
+    def done_pages(self) -> list[int]:
+        return [n for n, record in enumerate(self.pages, start=1) if record and record.done]
+
+    def flagged_pages(self) -> dict[str, list[int]]:
+        """The pages of each quality flag."""
+        flagged: dict[str, list[int]] = {}
+        for number, record in enumerate(self.pages, start=1):
+            for flag in record.flags if record else ():
+                flagged.setdefault(flag, []).append(number)
+        return dict(sorted(flagged.items()))
 
     def state(self) -> str:
         if self.corpus.is_locked(self.id):
@@ -242,24 +300,6 @@ class Book:
             return "complete-with-failures"
         return "incomplete"
 
-    def summary(self) -> dict[str, Any]:
-        counts = self.counts()
-        flags = sorted({f for meta in self.pages if meta for f in meta.get("flags", [])})
-        engines = sorted({meta["engine"] for meta in self.pages if meta and meta.get("engine")})
-        return {
-            "book": self.id,
-            "state": self.state(),
-            "source": self.manifest["source"]["name"],
-            "source_path": self.manifest["source"]["path"],
-            "pages": self.page_count,
-            "done": counts["ok"] + counts["fallback"],
-            **counts,
-            "engine": self.manifest.get("engine"),
-            "engines_used": engines,
-            "quality_flags": flags,
-            "updated": self.manifest.get("updated"),
-        }
-
     # --- writing (caller holds the lock) --------------------------------------------
     def record(self, result: PageResult, render: dict[str, Any] | None = None, render_seconds: float = 0.0) -> None:
         number = self.check_page(result.number)
@@ -267,54 +307,77 @@ class Book:
             atomic_write(self.page_path(number), result.markdown.rstrip() + "\n")
             if result.raw is not None:
                 atomic_write(self.raw_path(number), result.raw)
-        previous = self.pages[number - 1] or {}
-        meta: dict[str, Any] = {
-            "status": result.status,
-            "engine": result.engine,
-            "engine_version": result.engine_version,
-            "reason": result.reason,
-            "flags": list(result.flags),
-            "render": render or {},
-            "seconds": {"render": round(render_seconds, 4), "ocr": round(result.seconds, 4)},
-            "chars": len(result.markdown),
-            "furniture": list(result.furniture),
-            "attempts": int(previous.get("attempts", 0)) + 1,
-            "updated": time.time(),
-        }
-        if result.extra:
-            meta["extra"] = result.extra
-        for keep in ("label", "label_source"):
-            if keep in previous:
-                meta[keep] = previous[keep]
-        self.pages[number - 1] = meta
-        self._dirty = True
+        previous = self.pages[number - 1] or PENDING
+        self.pages[number - 1] = PageRecord(
+            status=result.status,
+            engine=result.engine,
+            engine_version=result.engine_version,
+            reason=result.reason,
+            flags=list(result.flags),
+            render=render or {},
+            seconds={"render": round(render_seconds, 4), "ocr": round(result.seconds, 4)},
+            chars=len(result.markdown),
+            furniture=list(result.furniture),
+            attempts=previous.attempts + 1,
+            updated=time.time(),
+            extra=dict(result.extra),
+            label=previous.label,
+            label_source=previous.label_source,
+        )
+        self.changed()
         if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
             self.flush()
+
+    def replace_text(self, number: int, markdown: str, flags: list[str], extra: dict[str, Any]) -> bool:
+        """Store a page's text again (cleaned anew from its raw output) with its flags; whether the text changed."""
+        record = self.page(number)
+        path, text = self.page_path(number), markdown.rstrip() + "\n"
+        changed = not path.exists() or path.read_text(encoding="utf-8") != text
+        if changed:
+            atomic_write(path, text)
+        record.flags, record.chars = flags, len(markdown)
+        record.extra.update(extra)
+        self.changed()
+        return changed
+
+    def changed(self) -> None:
+        """The manifest has changed in memory: :meth:`flush` writes it."""
+        if not self.writable:
+            raise RuntimeError(
+                f"book {self.id!r} was opened for reading (Corpus.book); writers use Corpus.book_for_writing"
+            )
+        self._dirty = True
+
+    def manifest_dict(self) -> dict[str, Any]:
+        return {**self.manifest, "pages": [record.to_dict() if record else None for record in self.pages]}
 
     def flush(self) -> None:
         """Write the manifest if it changed. Pages written but not yet flushed are redone on resume."""
         if not self._dirty:
             return
         self.manifest["updated"] = time.time()
-        atomic_write(self.dir / "manifest.json", json.dumps(self.manifest, ensure_ascii=False, indent=1))
+        atomic_write(self.dir / "manifest.json", json.dumps(self.manifest_dict(), ensure_ascii=False, indent=1))
         self._dirty = False
         self._last_flush = time.monotonic()
 
-    def write_document(self) -> Path:
-        """Write ``document.mmd``: every page in order, each after a marker with its number."""
+    def document_text(self) -> str:
+        """The whole book as ``document.mmd`` has it: every page in order, each after its marker; a page
+        without text says why in a comment."""
         parts = []
         for number in range(1, self.page_count + 1):
             view = self.read_page(number)
-            label = f' printed="{view.label}"' if view.label else ""
-            marker = PAGE_MARKER.format(number=number, label=label)
-            if view.status in DONE_STATUSES:
-                parts.append(f"{marker}\n\n{view.markdown.strip()}\n")
+            if view.record.done:
+                parts.append(f"{page_marker(number, view.label)}\n\n{view.markdown.strip()}\n")
             else:
-                reason = view.meta.get("reason", "")
+                reason = view.record.reason
                 note = f"(page {number} {view.status}{': ' + reason if reason else ''})"
-                parts.append(f"{marker}\n\n<!-- {note.replace('--', '-')} -->\n")
+                parts.append(f"{page_marker(number, view.label)}\n\n<!-- {note.replace('--', '-')} -->\n")
+        return "\n".join(parts)
+
+    def write_document(self) -> Path:
+        """Write ``document.mmd`` (see :meth:`document_text`)."""
         path = self.dir / "document.mmd"
-        atomic_write(path, "\n".join(parts))
+        atomic_write(path, self.document_text())
         return path
 
 
@@ -323,26 +386,57 @@ class Corpus:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_corpus_dir()
+        self._cache: dict[str, tuple[tuple[int, int, int], Book]] = {}  # book id -> (manifest stat, parsed book)
+        self._cache_lock = threading.Lock()
 
     def book_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if BOOK_ID_RE.match(p.name) and (p / "manifest.json").is_file())
+        return sorted(
+            p.name for p in self.root.iterdir() if BOOK_ID_RE.match(p.name) and (p / "manifest.json").is_file()
+        )
 
     def has_book(self, book_id: str) -> bool:
         return BOOK_ID_RE.match(book_id or "") is not None and (self.root / book_id / "manifest.json").is_file()
 
     def book(self, book_id: str) -> Book:
-        check_book_id(book_id)
-        path = self.root / book_id / "manifest.json"
-        if not path.is_file():
-            known = ", ".join(self.book_ids()) or "none yet; run `bookocr ocr FILE` first"
-            raise UnknownBookError(f"no book {book_id!r} in {self.root}; books: {known}")
+        """The book as stored, for reading: parsed once per version of its manifest and shared, so it
+        must not be changed (writers use :meth:`book_for_writing`)."""
+        path = self._manifest_path(book_id)
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            st = path.stat()
+        except FileNotFoundError:
+            raise self._unknown(book_id) from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # a manifest is replaced (atomic_write), never edited in place
+        with self._cache_lock:
+            cached = self._cache.get(book_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        book = Book(self, book_id, self._read_manifest(book_id, path), writable=False)
+        with self._cache_lock:
+            self._cache[book_id] = (key, book)
+        return book
+
+    def book_for_writing(self, book_id: str) -> Book:
+        """A private copy of the stored book to change and flush; the caller holds :meth:`lock`."""
+        return Book(self, book_id, self._read_manifest(book_id, self._manifest_path(book_id)))
+
+    def _manifest_path(self, book_id: str) -> Path:
+        return self.root / check_book_id(book_id) / "manifest.json"
+
+    def _unknown(self, book_id: str) -> UnknownBookError:
+        known = ", ".join(self.book_ids()) or "none yet; run `bookocr ocr FILE` first"
+        return UnknownBookError(f"no book {book_id!r} in {self.root}; books: {known}")
+
+    def _read_manifest(self, book_id: str, path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise self._unknown(book_id) from None
         except (OSError, ValueError) as exc:
-            raise BookOcrError(f"the manifest of book {book_id!r} cannot be read ({exc}); re-run `bookocr ocr` on it") from exc
-        return Book(self, book_id, manifest)
+            raise BookOcrError(
+                f"the manifest of book {book_id!r} cannot be read ({exc}); re-run `bookocr ocr` on it"
+            ) from exc
 
     def existing_book(self, book_id: str, source: SourceInfo, replace: bool = False) -> Book | None:
         """The stored book made from this very source, or None if there is none (or it will be replaced).
@@ -353,23 +447,26 @@ class Corpus:
         if not self.has_book(check_book_id(book_id)):
             return None
         book = self.book(book_id)
-        old = book.manifest["source"]
-        if old["sha256"] == source.sha256 and book.page_count == source.page_count:
+        if book.source_sha256 == source.sha256 and book.page_count == source.page_count:
             return book
         if not replace:
             raise BookConflictError(
-                f"book {book_id!r} already holds {old['name']} (sha256 {old['sha256'][:12]}), which differs from "
-                f"{source.name} (sha256 {source.sha256[:12]}); choose another id with --book or pass --replace"
+                f"book {book_id!r} already holds {book.source_name} (sha256 {book.source_sha256[:12]}), which "
+                "differs from "
+                f"{source.name} (sha256 {source.sha256[:12]}); give another book id to keep both, or replace "
+                "the book (--replace)"
             )
         return None
 
     def prepare_book(self, book_id: str, source: SourceInfo, engine: str, replace: bool = False) -> Book:
         """Open the book for a run, creating it if new. The caller holds :meth:`lock`."""
-        book = self.existing_book(book_id, source, replace)
-        if book is not None:
+        if self.existing_book(book_id, source, replace) is not None:
+            book = self.book_for_writing(book_id)
             self._remove_stale_temp_files(book.dir)
-            book.manifest["source"]["path"] = source.path
-            book.manifest["engine"] = engine
+            if (book.source_path, book.engine) != (source.path, engine):
+                book.manifest["source"]["path"] = source.path
+                book.manifest["engine"] = engine
+                book.changed()
             return book
         if self.has_book(book_id):
             self._remove_book_files(book_id)
@@ -384,7 +481,7 @@ class Corpus:
             "pages": [None] * source.page_count,
         }
         book = Book(self, book_id, manifest)
-        book._dirty = True
+        book.changed()
         book.flush()
         return book
 
@@ -407,152 +504,11 @@ class Corpus:
 
     def is_locked(self, book_id: str) -> bool:
         """Whether a live run holds the book's lock (a lock left by a process that is gone does not count)."""
-        path = self._lock_path(book_id)
-        if not path.exists():
-            return False
-        with path.open("a+") as fh:
-            if _try_flock(fh):
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                return False
-            return _holder_alive(_read_holder(fh))
+        return locks.is_held(self._lock_path(book_id))
 
     @contextlib.contextmanager
     def lock(self, book_id: str, wait: bool | float = False) -> Iterator[None]:
         """Hold the book's write lock. If another run holds it, stop with a clear message; with ``wait``,
-        poll for up to ``wait`` seconds (``True``: :data:`LOCK_WAIT_S`) first, then stop saying how long it waited.
-        """
-        path = self._lock_path(check_book_id(book_id))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        limit = _wait_limit(wait)
-        started = time.monotonic()
-        while True:
-            fh, holder = self._acquire(book_id, path)
-            if fh is not None:
-                break
-            waited = time.monotonic() - started
-            if waited >= limit:
-                raise BookLockedError(_locked_message(book_id, holder, waited if limit else None))
-            time.sleep(min(LOCK_POLL_S, limit - waited))
-        try:
+        poll for up to ``wait`` seconds (``True``: :data:`~server.locks.LOCK_WAIT_S`) first."""
+        with locks.hold(self._lock_path(check_book_id(book_id)), book_id, wait):
             yield
-        finally:
-            with contextlib.suppress(OSError):
-                fh.seek(0)
-                fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
-
-    def _acquire(self, book_id: str, path: Path) -> tuple[TextIO | None, str]:
-        """One try at the lock: the locked file, or None and who holds it.
-
-        A lock file whose flock is free but which names a process that is gone (a run killed with
-        ``kill -9``) is simply taken. A flock still held while the file names a process that is gone
-        means another process inherited the open file (a worker forked by the run); its lock is left
-        on the old file, which is replaced. Taking locks is serialised by a guard so that replacing a
-        file cannot race with another run taking it.
-        """
-        with _guard(path.parent / ".guard"):
-            fh = path.open("a+")
-            try:
-                holder = _read_holder(fh)
-                if not _try_flock(fh):
-                    if _holder_alive(holder):
-                        fh.close()
-                        return None, holder
-                    fh.close()
-                    path.unlink()
-                    fh = path.open("a+")
-                    if not _try_flock(fh):  # pragma: no cover - the file is new and the guard is ours
-                        raise BookLockedError(f"could not take over the lock of book {book_id!r}: {path} is locked again")
-                if holder and not _holder_alive(holder):
-                    log.warning("took over the lock of book %s left by %s, which is no longer running", book_id, _describe(holder))
-                fh.seek(0)
-                fh.truncate()
-                fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
-                fh.flush()
-                return fh, ""
-            except BaseException:
-                fh.close()
-                raise
-
-
-@contextlib.contextmanager
-def _guard(path: Path) -> Iterator[None]:
-    with path.open("a") as fh:
-        deadline = time.monotonic() + GUARD_WAIT_S
-        while not _try_flock(fh):
-            if time.monotonic() > deadline:
-                raise BookLockedError(f"{path} has been locked for over {GUARD_WAIT_S:.0f} s; is a bookocr process stuck? Stop it and try again")
-            time.sleep(0.01)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _try_flock(fh: IO[Any]) -> bool:
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _read_holder(fh: IO[str]) -> str:
-    fh.seek(0)
-    return fh.read().strip()
-
-
-def _holder_alive(holder: str) -> bool:
-    """Whether the process a lock file names may still be running; anything unclear counts as running."""
-    match = HOLDER_RE.fullmatch(holder)
-    if match is None:
-        return True
-    if match["host"] and match["host"] != socket.gethostname():
-        return True  # a process on another machine sharing the corpus: no way to tell
-    return _pid_running(int(match["pid"]))
-
-
-def _pid_running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (dead, not yet reaped by its parent) holds nothing any more
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _describe(holder: str) -> str:
-    match = HOLDER_RE.fullmatch(holder)
-    return f"pid {match['pid']}" if match else holder
-
-
-def _wait_limit(wait: bool | float) -> float:
-    if wait is True:
-        return LOCK_WAIT_S
-    return max(0.0, float(wait or 0.0))
-
-
-def _locked_message(book_id: str, holder: str, waited: float | None) -> str:
-    who = holder or "another process"
-    if waited is None:
-        return (f"book {book_id!r} is being written by another run ({who}); wait for it to finish, "
-                f"or check progress with `bookocr status {book_id}`")
-    return (f"book {book_id!r} is still being written by another run ({who}) after waiting {_minutes(waited)}; "
-            f"check progress with `bookocr status {book_id}` and try again when it has finished")
-
-
-def _minutes(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    hours, minutes = divmod(seconds // 60, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

@@ -46,9 +46,38 @@ _DECORATION = "—–-‒―_|•·*~[](){}<>«»\"'`“”‘’:"
 _PAGE_WORD_RE = re.compile(r"^(?:page|pg\.?|p\.)\s*", re.IGNORECASE)
 # A number after these words is a chapter/figure/... number, not a folio.
 _NOT_FOLIO_BEFORE = {
-    "chapter", "chap", "part", "book", "section", "sect", "sec", "vol", "volume", "lecture", "lesson", "unit",
-    "fig", "figure", "table", "plate", "exercise", "exercises", "problem", "theorem", "lemma", "example",
-    "definition", "equation", "eq", "no", "§", "appendix", "step", "case", "article", "art",
+    "chapter",
+    "chap",
+    "part",
+    "book",
+    "section",
+    "sect",
+    "sec",
+    "vol",
+    "volume",
+    "lecture",
+    "lesson",
+    "unit",
+    "fig",
+    "figure",
+    "table",
+    "plate",
+    "exercise",
+    "exercises",
+    "problem",
+    "theorem",
+    "lemma",
+    "example",
+    "definition",
+    "equation",
+    "eq",
+    "no",
+    "§",
+    "appendix",
+    "step",
+    "case",
+    "article",
+    "art",
 }
 _DIGIT_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1"})
 _MARKDOWN_PREFIX_RE = re.compile(r"^\s*(?:#{1,6}\s+|[*_>]+\s*)")
@@ -88,7 +117,21 @@ def parse_roman(token: str) -> int | None:
 def to_roman(value: int) -> str:
     """Lower-case roman numeral of ``value`` (1-3999)."""
     out = []
-    for number, numeral in ((1000, "m"), (900, "cm"), (500, "d"), (400, "cd"), (100, "c"), (90, "xc"), (50, "l"), (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")):
+    for number, numeral in (
+        (1000, "m"),
+        (900, "cm"),
+        (500, "d"),
+        (400, "cd"),
+        (100, "c"),
+        (90, "xc"),
+        (50, "l"),
+        (40, "xl"),
+        (10, "x"),
+        (9, "ix"),
+        (5, "v"),
+        (4, "iv"),
+        (1, "i"),
+    ):
         count, value = divmod(value, number)
         out.append(numeral * count)
     return "".join(out)
@@ -157,7 +200,11 @@ def line_candidates(line: str, weight: float) -> list[Candidate]:
     first, last = words[0], words[-1]
     if not first.endswith(".") and (parsed := parse_folio(first)):
         found.append(_candidate(parsed, weight * scale, text))
-    if (parsed := parse_folio(last)) and words[-2].lower().strip(".,:;") not in _NOT_FOLIO_BEFORE and not last.endswith("."):
+    if (
+        (parsed := parse_folio(last))
+        and words[-2].lower().strip(".,:;") not in _NOT_FOLIO_BEFORE
+        and not last.endswith(".")
+    ):
         found.append(_candidate(parsed, weight * scale, text))
     return found
 
@@ -187,7 +234,11 @@ def page_candidates(furniture: Sequence[str], markdown: str) -> list[Candidate]:
         found += line_candidates(line, 1.0)
     lines = body_lines(markdown)
     # The layout may have left the running head / folio in the body: look at its edges.
-    edges = [(lines[:1], 0.8), (lines[1:2], 0.5), (lines[-1:], 0.8), (lines[-2:-1], 0.5)] if len(lines) > 2 else [(lines, 0.8)]
+    edges = (
+        [(lines[:1], 0.8), (lines[1:2], 0.5), (lines[-1:], 0.8), (lines[-2:-1], 0.5)]
+        if len(lines) > 2
+        else [(lines, 0.8)]
+    )
     for chosen, weight in edges:
         for line in chosen:
             found += line_candidates(line, weight)
@@ -256,7 +307,11 @@ def _reach_back(path: list[int], emission: np.ndarray) -> list[int]:
     opening page (chapter, part, title) usually shows no number but is counted."""
     none = emission.shape[0] - 1
     for position in range(len(path) - 2, -1, -1):
-        if path[position] == none and path[position + 1] != none and np.isfinite(emission[path[position + 1], position]):
+        if (
+            path[position] == none
+            and path[position + 1] != none
+            and np.isfinite(emission[path[position + 1], position])
+        ):
             path[position] = path[position + 1]
     return path
 
@@ -295,7 +350,10 @@ def book_labels(declared: Sequence[str] | None, pages: Sequence[tuple[Sequence[s
     if len(declared) == len(pages) and all(declared):
         return [PageLabel(label, SOURCE_PDF) for label in declared]
     detected = detect_labels(pages)
-    return [PageLabel(declared[i], SOURCE_PDF) if i < len(declared) and declared[i] else found for i, found in enumerate(detected)]
+    return [
+        PageLabel(declared[i], SOURCE_PDF) if i < len(declared) and declared[i] else found
+        for i, found in enumerate(detected)
+    ]
 
 
 def label_key(label: str) -> str:
@@ -333,6 +391,11 @@ def pages_with_label(labels: Sequence[str | None], wanted: str) -> list[int]:
             continue
         if label.lower() == key.lower():
             loose.append(number)
-        elif parsed is not None and (mine := parse_label(label.lower())) is not None and mine[0] == parsed[0] and (mine[1] == ARABIC) == (parsed[1] == ARABIC):
+        elif (
+            parsed is not None
+            and (mine := parse_label(label.lower())) is not None
+            and mine[0] == parsed[0]
+            and (mine[1] == ARABIC) == (parsed[1] == ARABIC)
+        ):
             loose.append(number)
     return loose

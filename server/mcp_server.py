@@ -1,20 +1,22 @@
 """The MCP server: the book library as tools and resources for LLM agents.
 
-Every tool is a thin shell over the library calls the CLI uses (Corpus, the job
-runner, search). Errors a model can act on become ``ToolError`` messages that say
-what to do next; anything else is a crash the model sees only as a generic error.
+A thin shell over :class:`server.library.Library`, which the CLI uses too: :class:`BookTools` holds one
+method per tool (testable without a client), :func:`create_server` registers them. Library errors carry
+messages written for people; the model reads them as ``ToolError`` messages that say what to do next.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import functools
 import io
 import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,15 +28,16 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from ocr_backend.engines import engine_classes
-from ocr_backend.errors import BookOcrError
+from ocr_backend.errors import BookOcrError, PathNotAllowedError
 from ocr_backend.render import RenderSettings
 from ocr_backend.sources import Source, open_source
-from server.contents import book_contents
-from server.corpus import DONE_STATUSES, Book, Corpus, PageView, check_book_id
-from server.jobs import ACTIVE_STATES, JobManager
+from server.contents import Contents
+from server.corpus import page_marker
+from server.jobs import ACTIVE_STATES
+from server.library import BookStatus, Library, PageRange, PageText
 from server.runner import RunOptions
-from server.safety import InputPolicy, PathNotAllowedError
-from server.search import SearchResponse, search_library
+from server.safety import InputPolicy
+from server.search import SearchResponse
 
 log = logging.getLogger("bookocr.mcp")
 
@@ -47,7 +50,6 @@ MAX_QUERY_CHARS = 500
 MAX_SEARCH_LIMIT = 50
 IMAGE_LONG_SIDE = 1280  # px; enough to read a formula, small enough for any client's image limit
 IMAGE_QUALITY = 80
-MAX_LISTED_BOOKS = 50
 EXIT_GRACE_S = 5.0  # after the server has stopped, the process is ended if anything still holds it this long
 
 INSTRUCTIONS = """\
@@ -66,35 +68,14 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 # ocr_book writes only into the library and never overwrites another file's book, and a second
 # call with the same arguments changes nothing; it reads files from outside the library (and
 # a cloud engine, if one is chosen, runs elsewhere), hence open-world.
-OCR_ANNOTATIONS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+OCR_ANNOTATIONS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+)
 
 
-# --- structured results --------------------------------------------------------------------
-class BookStatus(BaseModel):
-    book: str
-    state: str = Field(description="queued | running | running-elsewhere | complete | complete-with-failures | incomplete | error")
-    pages: int = Field(description="pages in the book")
-    done: int = Field(description="pages with text (ok + fallback)")
-    ok: int
-    fallback: int = Field(description="pages whose text came from a fallback (e.g. the PDF's own text layer)")
-    failed: int
-    pending: int
-    engine: str | None
-    engines_used: list[str]
-    quality_flags: list[str]
-    flagged_pages: dict[str, list[int]] = Field(description="pages per quality flag (first 50)")
-    failed_pages: list[int] = Field(description="failed pages (first 50)")
-    source: str
-    source_path: str
-    eta_s: float | None = Field(description="seconds left, while running")
-    pages_per_s: float | None
-    error: str | None
-    detail: str | None = Field(default=None, description="stalled: running, but no page has finished for stalled_s seconds")
-    stalled_s: float | None = Field(default=None, description="seconds since a page last finished, when stalled")
-    message: str = Field(description="where the book stands and what to call next")
-
-
-class BookList(BaseModel):
+# --- structured results that are the MCP's own views --------------------------------------------
+@dataclasses.dataclass
+class BookList:
     books: list[BookStatus]
     message: str
 
@@ -124,21 +105,6 @@ class PageMeta(BaseModel):
     book_state: str
 
 
-class ContentsEntryModel(BaseModel):
-    level: int = Field(description="1 for chapters (or the outline's top level), 2 for sections, ...")
-    title: str
-    page: int = Field(description="PDF page number (1-based file order), for get_page")
-    printed: str | None = Field(description="the number printed on that page, when known")
-
-
-class ContentsResult(BaseModel):
-    book: str
-    source: str = Field(description="outline (the PDF's own bookmarks) | headings (found in the OCRed text)")
-    pages: int
-    entries: list[ContentsEntryModel]
-    message: str
-
-
 class SearchHitModel(BaseModel):
     book: str
     page: int
@@ -157,7 +123,6 @@ class SearchResult(BaseModel):
     next_offset: int | None = Field(description="offset for the next page of hits, if any")
 
 
-# --- helpers -------------------------------------------------------------------------------
 @contextlib.contextmanager
 def tool_errors() -> Iterator[None]:
     """Library errors carry messages written for the user; the model reads them as ToolErrors."""
@@ -165,6 +130,17 @@ def tool_errors() -> Iterator[None]:
         yield
     except BookOcrError as exc:
         raise ToolError(str(exc)) from exc
+
+
+def reported(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A tool method whose library errors reach the model as ToolErrors."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with tool_errors():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class SourceCache:
@@ -203,322 +179,110 @@ class SourceCache:
                 self._drop(name)
 
 
-def page_marker(view: PageView) -> str:
-    label = f' printed="{view.label}"' if view.label else ""
-    return f"<!-- page {view.number}{label} -->"
+# --- formatting ------------------------------------------------------------------------------------
+def page_info(page: PageText) -> PageInfo:
+    return PageInfo(page=page.page, label=page.label, status=page.status, engine=page.engine, quality_flags=page.flags)
 
 
-def page_body(view: PageView) -> str:
-    if view.status in DONE_STATUSES:
-        return view.markdown.strip() or "(this page has no text: it is blank or a picture)"
-    reason = view.meta.get("reason") or ""
-    if view.status == "failed":
-        return (f"(OCR failed on page {view.number}{': ' + reason if reason else ''}. Look at it with "
-                f"get_page_image, or try again with ocr_book(..., retry_failed=true).)")
-    return f"(page {view.number} has no text yet: OCR has not reached it. Call book_status to follow the OCR run.)"
-
-
-def page_info(view: PageView) -> PageInfo:
-    return PageInfo(page=view.number, label=view.label, status=view.status, engine=view.meta.get("engine"),
-                    quality_flags=list(view.meta.get("flags", [])))
-
-
-def read_range(book: Book, first: int, last: int) -> tuple[list[PageView], bool]:
-    """Pages first..last, cut where the answer would grow past the size cap (never before one page)."""
-    views: list[PageView] = []
-    size = 0
-    for number in range(first, last + 1):
-        view = book.read_page(number)
-        size += len(view.markdown) + 40
-        if views and (size > MAX_RANGE_CHARS or len(views) >= MAX_RANGE_PAGES):
-            return views, True
-        views.append(view)
-    return views, False
-
-
-def format_pages(book: Book, views: list[PageView], requested_last: int, truncated: bool) -> str:
-    first, last = views[0], views[-1]
-    if len(views) == 1 and requested_last == first.number:
-        v = first
-        label = f' (printed "{v.label}")' if v.label else ""
-        engine = f", engine {v.meta.get('engine')}" if v.meta.get("engine") else ""
-        flags = f", flags: {', '.join(v.meta.get('flags', []))}" if v.meta.get("flags") else ""
-        prev = f"previous page {v.number - 1}" if v.number > 1 else "first page"
-        nxt = f"next page {v.number + 1}" if v.number < book.page_count else "last page"
-        head = f"<!-- {book.id}: page {v.number} of {book.page_count}{label}; {v.status}{engine}{flags}; {prev}, {nxt} -->"
-        return f"{head}\n\n{page_body(v)}\n"
-    head = f"<!-- {book.id}: pages {first.number}-{last.number} of {book.page_count} -->"
-    parts = [head] + [f"{page_marker(v)}\n\n{page_body(v)}\n" for v in views]
-    if truncated:
-        parts.append(f"<!-- cut after page {last.number} to keep this answer short; continue with "
-                     f"get_page(book=\"{book.id}\", page={last.number + 1}, to_page={requested_last}) -->")
-    elif last.number < book.page_count:
-        parts.append(f"<!-- next page: {last.number + 1} -->")
+def format_pages(pages: PageRange) -> str:
+    first, last = pages.first, pages.last
+    if len(pages.pages) == 1 and pages.requested_last == first.page:
+        p = first
+        label = f' (printed "{p.label}")' if p.label else ""
+        engine = f", engine {p.engine}" if p.engine else ""
+        flags = f", flags: {', '.join(p.flags)}" if p.flags else ""
+        prev = f"previous page {p.page - 1}" if p.page > 1 else "first page"
+        nxt = f"next page {p.page + 1}" if p.page < pages.page_count else "last page"
+        where = f"{pages.book}: page {p.page} of {pages.page_count}{label}"
+        head = f"<!-- {where}; {p.status}{engine}{flags}; {prev}, {nxt} -->"
+        return f"{head}\n\n{p.body}\n"
+    head = f"<!-- {pages.book}: pages {first.page}-{last.page} of {pages.page_count} -->"
+    parts = [head] + [f"{page_marker(p.page, p.label)}\n\n{p.body}\n" for p in pages.pages]
+    if pages.truncated:
+        parts.append(
+            f"<!-- cut after page {last.page} to keep this answer short; continue with "
+            f'get_page(book="{pages.book}", page={last.page + 1}, to_page={pages.requested_last}) -->'
+        )
+    elif last.page < pages.page_count:
+        parts.append(f"<!-- next page: {last.page + 1} -->")
     return "\n\n".join(parts)
 
 
-def compose_document(book: Book) -> str:
-    """The whole book with page markers, as document.mmd has it; built from the pages while a run writes them."""
-    return "\n".join(f"{page_marker(v)}\n\n{page_body(v)}\n" for v in (book.read_page(n) for n in range(1, book.page_count + 1)))
+def page_result(pages: PageRange) -> CallToolResult:
+    first, last = pages.first, pages.last
+    meta = PageMeta(
+        book=pages.book,
+        page=first.page,
+        to_page=last.page,
+        page_count=pages.page_count,
+        label=first.label,
+        status=first.status,
+        engine=first.engine,
+        quality_flags=first.flags,
+        previous_page=first.page - 1 if first.page > 1 else None,
+        next_page=last.page + 1 if last.page < pages.page_count else None,
+        pages=[page_info(p) for p in pages.pages],
+        truncated=pages.truncated,
+        continue_from=pages.continue_from,
+        book_state=pages.book_state,
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=format_pages(pages))], structured_content=meta.model_dump(mode="json")
+    )
 
 
-# --- the server ----------------------------------------------------------------------------
-def create_server(
-    corpus: Corpus,
-    policy: InputPolicy | None = None,
-    jobs: JobManager | None = None,
-    wait_s: float = WAIT_S,
-) -> MCPServer:
-    """Build the server over one corpus. ``policy`` says which input files may be read."""
-    policy = policy or InputPolicy()
-    jobs = jobs or JobManager(corpus)
-    sources = SourceCache()
-    engines = "; ".join(f"{name}: {cls.description}" if cls.description else name for name, cls in engine_classes().items())
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield {}
-        finally:  # a run stopped here resumes on the next ocr_book call
-            await anyio.to_thread.run_sync(jobs.shutdown)
-            sources.close()
-
-    mcp: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING")
-
-    def known_books() -> list[str]:
-        return sorted(set(corpus.book_ids()) | set(jobs.active_books()))
-
-    def unknown_book(book_id: str) -> ToolError:
-        books = known_books()
-        if not books:
-            return ToolError(f"no book {book_id!r}: the library is empty. Add a book with ocr_book(path).")
-        shown = ", ".join(books[:MAX_LISTED_BOOKS]) + (f" and {len(books) - MAX_LISTED_BOOKS} more" if len(books) > MAX_LISTED_BOOKS else "")
-        return ToolError(f"no book {book_id!r} in the library. Books: {shown}. Call list_books for their state, or ocr_book(path) to add a book.")
-
-    def open_book(book_id: str) -> Book:
-        check_book_id(book_id)
-        if not corpus.has_book(book_id):
-            raise unknown_book(book_id)
-        return jobs.open_book(book_id)
-
-    def book_status_of(book_id: str) -> BookStatus:
-        check_book_id(book_id)
-        if not corpus.has_book(book_id) and jobs.job(book_id) is None:
-            raise unknown_book(book_id)
-        return BookStatus(**jobs.status(book_id))
-
-    # --- tools ---------------------------------------------------------------------------
-    @mcp.tool(title="OCR a book (in the background)", annotations=OCR_ANNOTATIONS, description=f"""\
-Add a scanned book (PDF, image, multi-page TIFF, or a folder of page images) to the library, or resume it.
-The file is checked at once; the OCR then runs in the background and this call returns within a few \
-seconds with the book id, pages done/failed/total, state and ETA. A 600-page book takes a long time: \
-do not wait for it in one call. Call book_status(book) (or ocr_book again with the same arguments) \
-to follow progress; pages already done can be read with get_page at any time. Calling again never \
-redoes finished pages; a finished book returns at once.
-path: absolute path of the file or folder (it must lie under the folders this server may read).
-book: the id to store it under (a-z, 0-9, '-', '_'); default: made from the file name.
-engine (default auto): {engines}.
-pages: only these pages, e.g. "1-20,35" (default: all).
-retry_failed: also try again pages that failed in an earlier run.""")
-    async def ocr_book(path: str, ctx: Context, book: str | None = None, engine: str = "auto",
-                       pages: str | None = None, retry_failed: bool = False) -> BookStatus:
-        with tool_errors():
-            resolved = await anyio.to_thread.run_sync(policy.check_input, path)
-            options = RunOptions(book=book, engine=engine, pages=pages)
-            book_id = await anyio.to_thread.run_sync(jobs.start, resolved, options, retry_failed)
-            status = await wait_reporting(ctx, book_id)
-        return BookStatus(**status)
-
-    async def wait_reporting(ctx: Context, book_id: str) -> dict[str, Any]:
-        """Follow the job for up to ``wait_s``, sending a progress notification whenever a page is done."""
-        deadline = anyio.current_time() + wait_s
-        reported = -1
-        while True:
-            status = await anyio.to_thread.run_sync(jobs.status, book_id)
-            if status["done"] > reported:
-                reported = status["done"]
-                await ctx.report_progress(reported, status["pages"], f"{book_id}: {reported}/{status['pages']} pages done")
-            if status["state"] not in ACTIVE_STATES or anyio.current_time() >= deadline:
-                return status
-            await anyio.sleep(POLL_S)
-
-    @mcp.tool(title="List books", annotations=READ_ONLY)
-    def list_books() -> BookList:
-        """List every book in the library with its state (running, complete, ...), pages done / failed / \
-total, engine, quality flags and source file. Use the book ids with get_page, search_book and book_status."""
-        with tool_errors():
-            books = [BookStatus(**jobs.status(b)) for b in known_books()]
-        message = (f"{len(books)} book(s). Read a page with get_page(book, page); search with search_book(query)."
-                   if books else "The library is empty. Add a book with ocr_book(path).")
-        return BookList(books=books, message=message)
-
-    @mcp.tool(title="Book status", annotations=READ_ONLY)
-    def book_status(book: str) -> BookStatus:
-        """One book's state and progress: pages done / failed / fallback / pending of the total, ETA while \
-the background OCR runs, the engine, quality flags with the pages they concern, failed pages, the source \
-file, and a message saying what to call next."""
-        with tool_errors():
-            return book_status_of(book)
-
-    @mcp.tool(title="Read a page", annotations=READ_ONLY)
-    def get_page(book: str, page: int | None = None, to_page: int | None = None, printed: str | int | None = None) -> Annotated[CallToolResult, PageMeta]:
-        """Read a page of a book as markdown (formulas in LaTeX and tables in HTML where the engine reads them).
-page: 1-based page number in file order (the PDF page index), not the number printed on the page; \
-the printed number is shown as "printed" when known. Book pages run from 1 to the book's page count \
-(see book_status).
-printed: instead of page, the number printed on the page, as a reader cites it ("37", "xii"): \
-use this when a person says "see p. 37".
-to_page: read pages page..to_page in one call (a PDF page number, also after printed). Long ranges \
-are cut to keep the answer small (about 8k tokens, at most 20 pages); the answer then says where to \
-continue. A page that is not OCRed yet (or failed) says so instead of giving text."""
-        with tool_errors():
-            b = open_book(book)
-            first = first_page(b, page, printed)
-            last = page_range_end(b, first, to_page)
-            views, truncated = read_range(b, first, last)
-            return page_result(b, views, last, truncated)
-
-    def first_page(book: Book, page: int | None, printed: str | int | None) -> int:
-        if (page is None) == (printed is None):
-            raise ToolError(
-                f'give page (the PDF page number, 1-{book.page_count}) or printed (the number printed on the page, '
-                f'e.g. printed="37" or printed="xii"), one of the two'
-            )
-        return book.check_page(page) if printed is None else book.find_printed(str(printed))
-
-    def page_range_end(book: Book, first: int, to_page: int | None) -> int:
-        if to_page is None:
-            return first
-        if isinstance(to_page, bool) or to_page < first:
-            raise ToolError(f"to_page ({to_page}) must not be before page ({first}); book {book.id!r} has pages 1-{book.page_count}")
-        return min(to_page, book.page_count)
-
-    def page_result(book: Book, views: list[PageView], requested_last: int, truncated: bool) -> CallToolResult:
-        first, last = views[0], views[-1]
-        meta = PageMeta(
-            book=book.id, page=first.number, to_page=last.number, page_count=book.page_count, label=first.label,
-            status=first.status, engine=first.meta.get("engine"), quality_flags=list(first.meta.get("flags", [])),
-            previous_page=first.number - 1 if first.number > 1 else None,
-            next_page=last.number + 1 if last.number < book.page_count else None,
-            pages=[page_info(v) for v in views], truncated=truncated,
-            continue_from=last.number + 1 if truncated else None, book_state=book.state(),
+def contents_message(contents: Contents) -> str:
+    if contents.entries:
+        return (
+            "read an entry with get_page(book, page=entry.page); "
+            'the printed number works too: get_page(book, printed="...")'
         )
-        text = format_pages(book, views, requested_last, truncated)
-        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=meta.model_dump(mode="json"))
-
-    @mcp.tool(title="Table of contents", annotations=READ_ONLY)
-    def get_contents(book: str) -> Annotated[CallToolResult, ContentsResult]:
-        """A book's table of contents: chapters and sections, each with its page (the PDF page number, \
-for get_page) and the number printed on that page. It is the PDF's own outline when the file has one, \
-else the headings found in the OCRed text ("Chapter 2 ...", "2.7 ..."). Use it to go to a chapter or \
-section without searching: get_page(book, page=entry.page)."""
-        with tool_errors():
-            contents = book_contents(open_book(book))
-        result = ContentsResult(**contents, message=contents_message(contents))
-        return CallToolResult(content=[TextContent(type="text", text=format_contents(result))], structured_content=result.model_dump(mode="json"))
-
-    @mcp.tool(title="Search books", annotations=READ_ONLY)
-    def search_book(query: str, book: str | None = None, limit: int = 10, offset: int = 0) -> Annotated[CallToolResult, SearchResult]:
-        """Search the text of the library's books (or of one book) for words or a phrase; returns the best \
-matching pages with book, page, printed page label, score and a snippet. Then read a hit with \
-get_page(book, page). limit: hits per call (1-50, default 10); offset: skip this many hits, to see more."""
-        with tool_errors():
-            query = query.strip()
-            if not query or len(query) > MAX_QUERY_CHARS:
-                raise ToolError(f"give a query of 1-{MAX_QUERY_CHARS} characters: words or a phrase to find")
-            if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
-                raise ToolError(f"limit must be 1-{MAX_SEARCH_LIMIT} and offset 0 or more")
-            if book is not None:
-                open_book(book)
-            response = search_library(corpus, query, books=[book] if book else None, limit=limit, offset=offset)
-            return search_result(response)
-
-    @mcp.tool(title="See a page's scan", annotations=READ_ONLY)
-    def get_page_image(book: str, page: int) -> CallToolResult:
-        """The scanned image of a page (downscaled to 1280 px on the long side), to check a formula, a table, \
-a figure or a doubtful word against the original. page: 1-based page number in file order, as in get_page."""
-        with tool_errors():
-            b = open_book(book)
-            number = b.check_page(page)
-            data, size = render_page_image(b, number)
-        caption = f"{b.id} page {number} of {b.page_count}: the scan, {size[0]} x {size[1]} px"
-        return CallToolResult(content=[ImageContent(type="image", data=data, mime_type="image/jpeg"), TextContent(type="text", text=caption)])
-
-    def render_page_image(book: Book, number: int) -> tuple[str, tuple[int, int]]:
-        source_path = book.manifest["source"]["path"]
-        unavailable = f"the scan of book {book.id!r} ({source_path}) cannot be shown"
-        try:
-            path = policy.check_readable(source_path)
-        except PathNotAllowedError:
-            raise ToolError(f"{unavailable}: it is outside the folders this server may read ({policy.describe_roots()}); "
-                            f"ask the user to {policy.allow_hint}. The page's text is available with get_page.") from None
-        except BookOcrError:
-            raise ToolError(f"{unavailable}: the file is gone or unreadable. The page's text is available with get_page.") from None
-        with sources.open(path) as source:
-            if source.info.page_count != book.page_count:
-                raise ToolError(f"{unavailable}: the file has changed since the book was made. The page's text is available with get_page.")
-            image, _ = source.render(number, RenderSettings(long_side=IMAGE_LONG_SIDE))
-        buffer = io.BytesIO()
-        image.convert("L" if image.mode == "L" else "RGB").save(buffer, format="JPEG", quality=IMAGE_QUALITY)
-        return base64.b64encode(buffer.getvalue()).decode(), image.size
-
-    # --- resources -----------------------------------------------------------------------
-    @mcp.resource("book://{book}/page/{n}", mime_type="text/markdown", description="One page of a book as markdown (n: 1-based page number in file order).")
-    def page_resource(book: str, n: str) -> str:
-        b = resource_book(book)
-        if not n.isdigit() or not 1 <= int(n) <= b.page_count:
-            raise ResourceNotFoundError(f"page {n!r} is out of range: book {book!r} has pages 1-{b.page_count}")
-        view = b.read_page(int(n))
-        return f"{page_marker(view)}\n\n{page_body(view)}\n"
-
-    @mcp.resource("book://{book}/document", mime_type="text/markdown", description="A whole book as markdown, each page after a <!-- page N --> marker.")
-    def document_resource(book: str) -> str:
-        b = resource_book(book)
-        path = b.dir / "document.mmd"
-        job = jobs.job(b.id)
-        if path.exists() and not (job is not None and job.active):
-            return path.read_text(encoding="utf-8")
-        return compose_document(b)
-
-    def resource_book(book_id: str) -> Book:
-        try:
-            return open_book(book_id)
-        except (ToolError, BookOcrError) as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
-
-    return mcp
+    return (
+        "no contents: the PDF has no outline and no chapter or section headings were recognised in the text "
+        "(is the book fully OCRed? see book_status); use search_book to find a section by its words"
+    )
 
 
-def contents_message(contents: dict[str, Any]) -> str:
-    if contents["entries"]:
-        return 'read an entry with get_page(book, page=entry.page); the printed number works too: get_page(book, printed="...")'
-    return ("no contents: the PDF has no outline and no chapter or section headings were recognised in the text "
-            "(is the book fully OCRed? see book_status); use search_book to find a section by its words")
-
-
-def format_contents(result: ContentsResult) -> str:
-    origin = "the PDF outline" if result.source == "outline" else "headings found in the text"
-    lines = [f"{result.book}: contents from {origin} ({len(result.entries)} entries, {result.pages} pages)"]
-    for e in result.entries:
+def contents_result(contents: Contents) -> CallToolResult:
+    origin = "the PDF outline" if contents.source == "outline" else "headings found in the text"
+    lines = [f"{contents.book}: contents from {origin} ({len(contents.entries)} entries, {contents.pages} pages)"]
+    for e in contents.entries:
         printed = f' (printed "{e.printed}")' if e.printed else ""
         lines.append(f"{'  ' * (e.level - 1)}- {e.title}: page {e.page}{printed}")
-    lines.append(result.message)
-    return "\n".join(lines)
+    message = contents_message(contents)
+    lines.append(message)
+    structured = {**contents.as_dict(), "message": message}
+    return CallToolResult(content=[TextContent(type="text", text="\n".join(lines))], structured_content=structured)
 
 
 def search_result(response: SearchResponse) -> CallToolResult:
-    hits = [SearchHitModel(book=h.book, page=h.page, label=h.label, score=round(float(h.score), 4), snippet=h.snippet) for h in response.hits]
+    hits = [
+        SearchHitModel(book=h.book, page=h.page, label=h.label, score=round(float(h.score), 4), snippet=h.snippet)
+        for h in response.hits
+    ]
     end = response.offset + len(hits)
     next_offset = end if end < response.total else None
-    result = SearchResult(query=response.query, total=response.total, offset=response.offset, limit=response.limit,
-                          elapsed_ms=round(float(response.elapsed_ms), 2), hits=hits, next_offset=next_offset)
-    return CallToolResult(content=[TextContent(type="text", text=format_hits(result))], structured_content=result.model_dump(mode="json"))
+    result = SearchResult(
+        query=response.query,
+        total=response.total,
+        offset=response.offset,
+        limit=response.limit,
+        elapsed_ms=round(float(response.elapsed_ms), 2),
+        hits=hits,
+        next_offset=next_offset,
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=format_hits(result))], structured_content=result.model_dump(mode="json")
+    )
 
 
 def format_hits(r: SearchResult) -> str:
     if not r.hits:
         more = f" (only {r.total} hits; use a smaller offset)" if r.total and r.offset else ""
-        return f'No pages match "{r.query}"{more}. Try other words, fewer words, or check list_books for what the library holds.'
+        return (
+            f'No pages match "{r.query}"{more}. '
+            "Try other words, fewer words, or check list_books for what the library holds."
+        )
     lines = [f'{r.total} page(s) match "{r.query}"; hits {r.offset + 1}-{r.offset + len(r.hits)}:']
     for i, h in enumerate(r.hits, start=r.offset + 1):
         label = f' (printed "{h.label}")' if h.label else ""
@@ -529,15 +293,267 @@ def format_hits(r: SearchResult) -> str:
     return "\n".join(lines)
 
 
-def serve(corpus: Corpus, policy: InputPolicy, http: bool = False, host: str = "127.0.0.1", port: int = 8000,
-          jobs: JobManager | None = None) -> None:
+TOOLS: dict[str, tuple[str, ToolAnnotations, str]] = {  # name: (title, annotations, description)
+    "ocr_book": (
+        "OCR a book (in the background)",
+        OCR_ANNOTATIONS,
+        """\
+Add a scanned book (PDF, image, multi-page TIFF, or a folder of page images) to the library, or resume it.
+The file is checked at once; the OCR then runs in the background and this call returns within a few \
+seconds with the book id, pages done/failed/total, state (queued, running, running-elsewhere, complete, \
+complete-with-failures, incomplete, error) and ETA. A 600-page book takes a long time: \
+do not wait for it in one call. Call book_status(book) (or ocr_book again with the same arguments) \
+to follow progress; pages already done can be read with get_page at any time. Calling again never \
+redoes finished pages; a finished book returns at once.
+path: absolute path of the file or folder (it must lie under the folders this server may read).
+book: the id to store it under (a-z, 0-9, '-', '_'); default: made from the file name.
+engine (default auto): {engines}.
+pages: only these pages, e.g. "1-20,35" (default: all).
+retry_failed: also try again pages that failed in an earlier run.
+options: the engine's own settings, e.g. {"gpu": "H100"} for deepseek.""",
+    ),
+    "list_books": (
+        "List books",
+        READ_ONLY,
+        """\
+List every book in the library with its state (running, complete, ...), pages done / failed / total, \
+engine, quality flags and source file. Use the book ids with get_page, search_book and book_status.""",
+    ),
+    "book_status": (
+        "Book status",
+        READ_ONLY,
+        """\
+One book's state and progress: pages done / failed / fallback / pending of the total, ETA while \
+the background OCR runs (detail "stalled" when no page has finished for minutes), the engine, quality \
+flags with the pages they concern, failed pages, the source file, and a message saying what to call next.""",
+    ),
+    "get_page": (
+        "Read a page",
+        READ_ONLY,
+        """\
+Read a page of a book as markdown (formulas in LaTeX and tables in HTML where the engine reads them).
+page: 1-based page number in file order (the PDF page index), not the number printed on the page; \
+the printed number is shown as "printed" when known. Book pages run from 1 to the book's page count \
+(see book_status).
+printed: instead of page, the number printed on the page, as a reader cites it ("37", "xii"): \
+use this when a person says "see p. 37".
+to_page: read pages page..to_page in one call (a PDF page number, also after printed). Long ranges \
+are cut to keep the answer small (about 8k tokens, at most 20 pages); the answer then says where to \
+continue. A page that is not OCRed yet (or failed) says so instead of giving text.""",
+    ),
+    "get_contents": (
+        "Table of contents",
+        READ_ONLY,
+        """\
+A book's table of contents: chapters and sections, each with its page (the PDF page number, \
+for get_page) and the number printed on that page. It is the PDF's own outline when the file has one, \
+else the headings found in the OCRed text ("Chapter 2 ...", "2.7 ..."). Use it to go to a chapter or \
+section without searching: get_page(book, page=entry.page).""",
+    ),
+    "search_book": (
+        "Search books",
+        READ_ONLY,
+        """\
+Search the text of the library's books (or of one book) for words or a phrase; returns the best \
+matching pages with book, page, printed page label, score and a snippet. Then read a hit with \
+get_page(book, page). limit: hits per call (1-50, default 10); offset: skip this many hits, to see more.""",
+    ),
+    "get_page_image": (
+        "See a page's scan",
+        READ_ONLY,
+        """\
+The scanned image of a page (downscaled to 1280 px on the long side), to check a formula, a table, \
+a figure or a doubtful word against the original. page: 1-based page number in file order, as in get_page.""",
+    ),
+}
+
+
+# --- the tools -------------------------------------------------------------------------------------
+class BookTools:
+    """The server's tools and resources over one library; each method is one tool (or resource)."""
+
+    def __init__(self, library: Library, policy: InputPolicy | None = None, wait_s: float = WAIT_S) -> None:
+        self.library = library
+        self.policy = policy or InputPolicy()
+        self.wait_s = wait_s
+        self.sources = SourceCache()
+
+    async def ocr_book(
+        self,
+        path: str,
+        ctx: Context,
+        book: str | None = None,
+        engine: str = "auto",
+        pages: str | None = None,
+        retry_failed: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> BookStatus:
+        with tool_errors():
+            resolved = await anyio.to_thread.run_sync(self.policy.check_input, path)
+            run = RunOptions(book=book, engine=engine, pages=pages, engine_options=dict(options or {}))
+            book_id = await anyio.to_thread.run_sync(self.library.start, resolved, run, retry_failed)
+            return await self.wait_reporting(ctx, book_id)
+
+    async def wait_reporting(self, ctx: Context, book_id: str) -> BookStatus:
+        """Follow the job for up to ``wait_s``, sending a progress notification whenever a page is done."""
+        deadline = anyio.current_time() + self.wait_s
+        reported = -1
+        while True:
+            status = await anyio.to_thread.run_sync(self.library.status, book_id)
+            if status.done > reported:
+                reported = status.done
+                await ctx.report_progress(reported, status.pages, f"{book_id}: {reported}/{status.pages} pages done")
+            if status.state not in ACTIVE_STATES or anyio.current_time() >= deadline:
+                return status
+            await anyio.sleep(POLL_S)
+
+    @reported
+    def list_books(self) -> BookList:
+        books = self.library.statuses()
+        message = (
+            f"{len(books)} book(s). Read a page with get_page(book, page); search with search_book(query)."
+            if books
+            else "The library is empty. Add a book with ocr_book(path)."
+        )
+        return BookList(books=books, message=message)
+
+    @reported
+    def book_status(self, book: str) -> BookStatus:
+        return self.library.status(book)
+
+    @reported
+    def get_page(
+        self, book: str, page: int | None = None, to_page: int | None = None, printed: str | int | None = None
+    ) -> Annotated[CallToolResult, PageMeta]:
+        return page_result(
+            self.library.read_pages(
+                book, page, printed=printed, to_page=to_page, max_chars=MAX_RANGE_CHARS, max_pages=MAX_RANGE_PAGES
+            )
+        )
+
+    @reported
+    def get_contents(self, book: str) -> CallToolResult:
+        return contents_result(self.library.contents(book))
+
+    @reported
+    def search_book(
+        self, query: str, book: str | None = None, limit: int = 10, offset: int = 0
+    ) -> Annotated[CallToolResult, SearchResult]:
+        query = query.strip()
+        if not query or len(query) > MAX_QUERY_CHARS:
+            raise ToolError(f"give a query of 1-{MAX_QUERY_CHARS} characters: words or a phrase to find")
+        if not 1 <= limit <= MAX_SEARCH_LIMIT or offset < 0:
+            raise ToolError(f"limit must be 1-{MAX_SEARCH_LIMIT} and offset 0 or more")
+        return search_result(self.library.search(query, books=[book] if book else None, limit=limit, offset=offset))
+
+    @reported
+    def get_page_image(self, book: str, page: int) -> CallToolResult:
+        b = self.library.open_book(book)
+        number = b.check_page(page)
+        data, size = self.render_page_image(b.id, b.source_path, b.page_count, number)
+        caption = f"{b.id} page {number} of {b.page_count}: the scan, {size[0]} x {size[1]} px"
+        return CallToolResult(
+            content=[
+                ImageContent(type="image", data=data, mime_type="image/jpeg"),
+                TextContent(type="text", text=caption),
+            ]
+        )
+
+    def render_page_image(
+        self, book_id: str, source_path: str, page_count: int, number: int
+    ) -> tuple[str, tuple[int, int]]:
+        unavailable = f"the scan of book {book_id!r} ({source_path}) cannot be shown"
+        try:
+            path = self.policy.check_readable(source_path)
+        except PathNotAllowedError:
+            raise ToolError(
+                f"{unavailable}: it is outside the folders this server may read ({self.policy.describe_roots()}); "
+                f"ask the user to {self.policy.allow_hint}. The page's text is available with get_page."
+            ) from None
+        except BookOcrError:
+            raise ToolError(
+                f"{unavailable}: the file is gone or unreadable. The page's text is available with get_page."
+            ) from None
+        with self.sources.open(path) as source:
+            if source.info.page_count != page_count:
+                raise ToolError(
+                    f"{unavailable}: the file has changed since the book was made. The page's text is "
+                    "available with get_page."
+                )
+            image, _ = source.render(number, RenderSettings(long_side=IMAGE_LONG_SIDE))
+        buffer = io.BytesIO()
+        image.convert("L" if image.mode == "L" else "RGB").save(buffer, format="JPEG", quality=IMAGE_QUALITY)
+        return base64.b64encode(buffer.getvalue()).decode(), image.size
+
+    def page_resource(self, book: str, n: str) -> str:
+        with self.resource_errors():
+            if not n.isdigit():
+                raise ResourceNotFoundError(f"page {n!r} is not a page number: book {book!r} has pages numbered from 1")
+            page = self.library.read_pages(book, int(n)).first
+        return f"{page_marker(page.page, page.label)}\n\n{page.body}\n"
+
+    def document_resource(self, book: str) -> str:
+        with self.resource_errors():
+            return self.library.document(book)
+
+    @contextlib.contextmanager
+    def resource_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except BookOcrError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+
+    def close(self) -> None:
+        self.sources.close()
+
+
+def create_server(library: Library, policy: InputPolicy | None = None, wait_s: float = WAIT_S) -> MCPServer:
+    """Build the server over one library. ``policy`` says which input files may be read."""
+    tools = BookTools(library, policy, wait_s)
+    engines = "; ".join(
+        f"{name}: {cls.description}" if cls.description else name for name, cls in engine_classes().items()
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {}
+        finally:  # a run stopped here resumes on the next ocr_book call
+            await anyio.to_thread.run_sync(library.shutdown)
+            tools.close()
+
+    mcp: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, log_level="WARNING")
+    for name, (title, hints, description) in TOOLS.items():
+        described = description.replace("{engines}", engines)
+        mcp.tool(name=name, title=title, annotations=hints, description=described)(getattr(tools, name))
+    mcp.resource(
+        "book://{book}/page/{n}",
+        name="page",
+        mime_type="text/markdown",
+        description="One page of a book as markdown (n: 1-based page number in file order).",
+    )(tools.page_resource)
+    mcp.resource(
+        "book://{book}/document",
+        name="document",
+        mime_type="text/markdown",
+        description="A whole book as markdown, each page after a <!-- page N --> marker.",
+    )(tools.document_resource)
+    return mcp
+
+
+def serve(library: Library, policy: InputPolicy, http: bool = False, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the server over stdio (for desktop apps) or streamable HTTP. Logs go to stderr only.
 
     Returns when the client closes stdin, or the HTTP server is stopped, once the OCR jobs have been
     asked to stop (the lifespan does it). A process that ends here should call :func:`leave`.
     """
-    mcp = create_server(corpus, policy, jobs=jobs)
-    log.info("serving %s (corpus %s; may read %s)", "HTTP" if http else "stdio", corpus.root.resolve(), policy.describe_roots())
+    mcp = create_server(library, policy)
+    log.info(
+        "serving %s (corpus %s; may read %s)",
+        "HTTP" if http else "stdio",
+        library.corpus.root.resolve(),
+        policy.describe_roots(),
+    )
     if http:
         mcp.run("streamable-http", host=host, port=port)
     else:
@@ -581,7 +597,9 @@ def server_command() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "server.cli"]
 
 
-def desktop_config(corpus_root: Path, allow: list[str] | None = None, name: str = SERVER_NAME, max_file_mb: int | None = None) -> dict[str, Any]:
+def desktop_config(
+    corpus_root: Path, allow: list[str] | None = None, name: str = SERVER_NAME, max_file_mb: int | None = None
+) -> dict[str, Any]:
     """A ``claude_desktop_config.json`` fragment that starts ``bookocr serve`` over stdio."""
     command, *prefix = server_command()
     args = [*prefix, "--corpus", str(corpus_root.expanduser().resolve()), "serve"]

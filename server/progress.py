@@ -13,23 +13,14 @@ import threading
 import time
 from typing import TextIO
 
+from server.formatting import clock, describe_duration
 from server.runner import Progress
 
 TICK_S = 1.0  # how often the bar redraws on its own
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
 def stall_text(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    quiet = f"{minutes} min" if minutes else f"{int(seconds)} s"
+    quiet = describe_duration(seconds)
     return f"stalled: no page finished for {quiet}; the run goes on (Ctrl-C stops it, a re-run resumes)"
 
 
@@ -42,11 +33,13 @@ def progress_line(p: Progress, width: int = 28) -> str:
         return f"{head}  {stall_text(stalled)}"
     extra = f" failed {p.failed}" if p.failed else ""
     extra += f" fallback {p.fallback}" if p.fallback else ""
-    return f"{head}  {p.rate:.2f} p/s  ETA {format_duration(p.eta)}{extra}"
+    return f"{head}  {p.rate:.2f} p/s  ETA {clock(p.eta)}{extra}"
 
 
 class ProgressBar:
-    def __init__(self, stream: TextIO | None = None, width: int = 28, min_interval: float = 0.1, tick: float = TICK_S) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, width: int = 28, min_interval: float = 0.1, tick: float = TICK_S
+    ) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
         self.width = width

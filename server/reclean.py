@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocr_backend.clean import clean
+from ocr_backend.deepseek.clean import clean
+from ocr_backend.deepseek.constants import ENGINES as DEEPSEEK_ENGINES
 from ocr_backend.errors import BookOcrError
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from ocr_backend.sources import Source, open_source
-from server.corpus import Book, Corpus, atomic_write
-
-DEEPSEEK_ENGINES = ("deepseek", "deepseek-local")
+from server.corpus import Book, Corpus
 
 
 @dataclass
@@ -35,7 +34,7 @@ def reclean_book(corpus: Corpus, book_id: str, figures: bool = False, wait: bool
     source is rendered again to crop the figures, which needs the source file.
     """
     with corpus.lock(book_id, wait=wait):
-        book = corpus.book(book_id)
+        book = corpus.book_for_writing(book_id)
         report = RecleanReport(book=book_id)
         source = _open_source(book) if figures else None
         try:
@@ -45,15 +44,14 @@ def reclean_book(corpus: Corpus, book_id: str, figures: bool = False, wait: bool
             if source is not None:
                 source.close()
         if report.pages:
-            book._dirty = True  # Book has no public "meta changed" call; flush() writes only when dirty
             book.flush()
             book.write_document()
         return report
 
 
 def _reclean_page(book: Book, number: int, source: Source | None, report: RecleanReport) -> None:
-    meta = book.pages[number - 1]
-    if not meta or meta.get("status") != "ok" or meta.get("engine") not in DEEPSEEK_ENGINES:
+    record = book.pages[number - 1]
+    if record is None or record.status != "ok" or record.engine not in DEEPSEEK_ENGINES:
         return
     raw_path = book.raw_path(number)
     if not raw_path.exists():
@@ -62,33 +60,28 @@ def _reclean_page(book: Book, number: int, source: Source | None, report: Reclea
     raw = raw_path.read_text(encoding="utf-8")
     image = None
     if source is not None:
-        render = meta.get("render") or {}
+        render = record.render
         long_side = max(int(render.get("width", 0)), int(render.get("height", 0))) or DEFAULT_LONG_SIDE
         image, _ = source.render(number, RenderSettings(long_side=long_side))
     page = clean(raw, image, book.page_path(number).parent if image is not None else None, f"page_{number:04d}")
-    text = page.markdown.rstrip() + "\n"
-    path = book.page_path(number)
-    old = path.read_text(encoding="utf-8") if path.exists() else None
-    if old != text:
-        atomic_write(path, text)
-        report.changed += 1
+    kept = [f for f in record.flags if f not in ("empty", "repetition")]
+    extra = {"figures": len(page.figures), "malformed_boxes": page.malformed_boxes}
+    report.changed += book.replace_text(number, page.markdown, kept + page.flags, extra)
     report.pages += 1
     report.figures += sum(1 for f in page.figures if f.file)
     if page.repetition:
         report.flagged.append(number)
-    kept = [f for f in meta.get("flags", []) if f not in ("empty", "repetition")]
-    meta["flags"] = kept + page.flags
-    meta["chars"] = len(page.markdown)
-    meta.setdefault("extra", {}).update(figures=len(page.figures), malformed_boxes=page.malformed_boxes)
 
 
 def _open_source(book: Book) -> Source:
     """The book's source file, checked to be the same file the pages came from."""
-    recorded = book.manifest["source"]
-    source = open_source(recorded["path"])
-    if source.info.sha256 != recorded["sha256"]:
+    source = open_source(book.source_path)
+    if source.info.sha256 != book.source_sha256:
         source.close()
-        raise BookOcrError(f"{recorded['path']} is no longer the file book {book.id!r} was made from; figures cannot be cropped from it")
+        raise BookOcrError(
+            f"{book.source_path} is no longer the file book {book.id!r} was made from; figures cannot be "
+            "cropped from it"
+        )
     return source
 
 

@@ -6,6 +6,7 @@ where it stopped and a finished book costs nothing to re-run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine, engine_classes
-from ocr_backend.errors import BookOcrError
+from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine, engine_class
+from ocr_backend.errors import BookOcrError, PageRangeError, RenderTimeoutError
 from ocr_backend.render import RenderSettings
-from ocr_backend.sources import Source, open_source
-from server.corpus import DONE_STATUSES, Book, Corpus, PageRangeError, check_book_id, slugify
+from ocr_backend.sources import Source, SourceInfo, open_source
+from server.corpus import Book, Corpus, check_book_id, slugify
 from server.labels import book_labels
 from server.search import index_listener, sync_book_quietly
 
@@ -99,10 +100,6 @@ class Progress:
         }
 
 
-class RenderTimeoutError(BookOcrError):
-    """Rendering a page did not finish in time (a thread inside MuPDF cannot be stopped)."""
-
-
 ProgressFn = Callable[[Progress], None]
 PageListener = Callable[[Book, PageResult], None]
 
@@ -132,6 +129,49 @@ def book_id_for(path: str | Path, explicit: str | None) -> str:
     return check_book_id(explicit) if explicit else slugify(Path(path).expanduser().resolve().name)
 
 
+@dataclass
+class RunPlan:
+    """A checked OCR request: the source (open, hashed once), the book id, the pages asked for, and the
+    engine with its checked options. Made by :func:`plan_run`; run once by :func:`run_plan`."""
+
+    book: str
+    source: Source
+    pages: list[int]
+    options: RunOptions
+
+    @property
+    def info(self) -> SourceInfo:
+        return self.source.info
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def plan_run(corpus: Corpus, path: str | Path, options: RunOptions | None = None) -> RunPlan:
+    """Check an OCR request without writing anything: the engine and its options, the book id, the file,
+    the pages, and that the id does not hold another file. Raises :class:`BookOcrError` saying what to fix."""
+    options = options or RunOptions()
+    engine_options = engine_class(options.engine).check_options(options.engine_options)
+    book_id = book_id_for(path, options.book)
+    source = open_source(path)
+    try:
+        pages = parse_pages(options.pages, source.info.page_count)
+        corpus.existing_book(book_id, source.info, options.replace)  # raises if the id holds another file
+    except BaseException:
+        source.close()
+        raise
+    return RunPlan(book_id, source, pages, dataclasses.replace(options, book=book_id, engine_options=engine_options))
+
+
+def pages_to_do(corpus: Corpus, plan: RunPlan, retry_failed: bool = True) -> list[int]:
+    """The planned pages not done yet (``retry_failed=False``: failed ones count as done)."""
+    book = None if plan.options.redo else corpus.existing_book(plan.book, plan.info, plan.options.replace)
+    if book is None:
+        return list(plan.pages)
+    finished = ("ok", "fallback") if retry_failed else ("ok", "fallback", "failed")
+    return [n for n in plan.pages if book.page(n).status not in finished]
+
+
 def ocr_book(
     corpus: Corpus,
     path: str | Path,
@@ -141,37 +181,45 @@ def ocr_book(
     listeners: list[PageListener] | None = None,
     cancel: threading.Event | None = None,
 ) -> Progress:
-    """OCR a book into the corpus (or resume it). Raises :class:`BookOcrError` on bad input."""
-    options = options or RunOptions()
-    if engine is None and options.engine not in engine_classes():
-        create_engine(options.engine)  # raises with the list of engines
-    book_id = book_id_for(path, options.book)
-    with open_source(path) as source:
-        pages = parse_pages(options.pages, source.info.page_count)
+    """OCR a book into the corpus (or resume it): :func:`plan_run`, then :func:`run_plan`."""
+    return run_plan(corpus, plan_run(corpus, path, options), progress, engine, listeners, cancel)
+
+
+def run_plan(
+    corpus: Corpus,
+    plan: RunPlan,
+    progress: ProgressFn | None = None,
+    engine: OcrEngine | None = None,
+    listeners: list[PageListener] | None = None,
+    cancel: threading.Event | None = None,
+) -> Progress:
+    """Run a plan (and close its source). ``engine`` replaces the one the plan names (tests, benchmarks)."""
+    options = plan.options
+    own_engine = False
+    try:
         # The engine comes up before the corpus is touched (the lock included): a missing account,
         # network or deployment leaves no trace. The manifest is read again under the lock.
-        has_work = bool(_pages_to_do(corpus.existing_book(book_id, source.info, options.replace), pages, options.redo))
-        own_engine = engine is None and has_work
-        if own_engine:
-            engine = create_engine(options.engine, **options.engine_options)
-        try:
-            if has_work and engine is not None:
+        if pages_to_do(corpus, plan):
+            engine, own_engine = engine or _make_engine(corpus, plan), engine is None
+            engine.start()
+        with corpus.lock(plan.book, wait=options.wait_for_lock):
+            todo = pages_to_do(corpus, plan)
+            if todo and engine is None:  # another run changed the book while we waited for the lock
+                engine, own_engine = _make_engine(corpus, plan), True
                 engine.start()
-            with corpus.lock(book_id, wait=options.wait_for_lock):
-                todo = _pages_to_do(corpus.existing_book(book_id, source.info, options.replace), pages, options.redo)
-                if todo and engine is None:  # another run changed the book while we waited for the lock
-                    engine, own_engine = create_engine(options.engine, **options.engine_options), True
-                    engine.start()
-                return _run_book(corpus, book_id, source, pages, todo, engine, options, progress, listeners or [], cancel)
-        finally:
-            if own_engine and engine is not None:
-                engine.close()
+            return _run_book(
+                corpus, plan.book, plan.source, plan.pages, todo, engine, options, progress, listeners or [], cancel
+            )
+    finally:
+        if own_engine and engine is not None:
+            engine.close()
+        plan.close()
 
 
-def _pages_to_do(book: Book | None, pages: list[int], redo: bool) -> list[int]:
-    if book is None or redo:
-        return pages
-    return [n for n in pages if book.page_meta(n).get("status") not in DONE_STATUSES]
+def _make_engine(corpus: Corpus, plan: RunPlan) -> OcrEngine:
+    return create_engine(
+        plan.options.engine, pages_dir=corpus.root / plan.book / "pages", **plan.options.engine_options
+    )
 
 
 def _run_book(
@@ -190,7 +238,9 @@ def _run_book(
     if options.search_index:
         sync_book_quietly(corpus, book)  # pages done before indexing existed, or a replaced book
         listeners = [index_listener(corpus), *listeners]  # indexed before others hear of the page
-    state = Progress(book=book_id, total=len(todo), skipped=len(pages) - len(todo), page_count=book.page_count, engine=options.engine)
+    state = Progress(
+        book=book_id, total=len(todo), skipped=len(pages) - len(todo), page_count=book.page_count, engine=options.engine
+    )
     if not todo or engine is None:
         state.state = "complete"
         if refresh_labels(book, source) or not (book.dir / "document.mmd").exists():
@@ -217,8 +267,8 @@ def refresh_labels(book: Book, source: Source) -> bool:
     """
     try:
         pages = [
-            ((meta or {}).get("furniture", []), book.read_page(number).markdown if meta else "")
-            for number, meta in enumerate(book.pages, start=1)
+            (record.furniture if record else [], book.read_page(number).markdown if record else "")
+            for number, record in enumerate(book.pages, start=1)
         ]
         labels = book_labels(source.page_labels(), pages)
         changed = book.set_labels([(found.label, found.source) if found else None for found in labels])
@@ -313,7 +363,8 @@ def _render_ahead(
 def _next_prepared(
     ready: queue.Queue[PageInput | None | BaseException], thread: threading.Thread, cancel: threading.Event | None
 ) -> PageInput | None | BaseException:
-    """The render worker's next item; None once it has ended or the run is cancelled; never waits past RENDER_TIMEOUT_S."""
+    """The render worker's next item; None once it has ended or the run is cancelled.
+    Never waits past RENDER_TIMEOUT_S."""
     deadline = time.monotonic() + RENDER_TIMEOUT_S
     while True:
         try:

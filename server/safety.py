@@ -12,18 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocr_backend.errors import BookOcrError
+from ocr_backend.errors import BookOcrError, FileTooLargeError, PathNotAllowedError
 from ocr_backend.sources import IMAGE_SUFFIXES
 
 DEFAULT_MAX_FILE_MB = 1024
-
-
-class PathNotAllowedError(BookOcrError):
-    """The path lies outside the folders the server was allowed to read."""
-
-
-class FileTooLargeError(BookOcrError):
-    """The input is over the server's size limit."""
 
 
 def default_roots() -> list[Path]:
@@ -40,13 +32,17 @@ def default_roots() -> list[Path]:
 class InputPolicy:
     roots: list[Path] = field(default_factory=default_roots)
     max_bytes: int = DEFAULT_MAX_FILE_MB * 1024 * 1024
-    allow_hint: str = "start the server with `--allow DIR` (in claude_desktop_config.json: add \"--allow\", \"DIR\" to args)"
+    allow_hint: str = (
+        'start the server with `--allow DIR` (in claude_desktop_config.json: add "--allow", "DIR" to args)'
+    )
 
     def __post_init__(self) -> None:
         self.roots = _unique(Path(r).expanduser().resolve() for r in self.roots)
 
     @classmethod
-    def from_options(cls, allow: Sequence[str | os.PathLike[str]] | None, max_file_mb: int | None = None) -> InputPolicy:
+    def from_options(
+        cls, allow: Sequence[str | os.PathLike[str]] | None, max_file_mb: int | None = None
+    ) -> InputPolicy:
         """Explicit ``--allow`` folders replace the defaults (home and working directory)."""
         roots = [Path(a) for a in allow] if allow else default_roots()
         return cls(roots=roots, max_bytes=(max_file_mb or DEFAULT_MAX_FILE_MB) * 1024 * 1024)
@@ -79,12 +75,16 @@ class InputPolicy:
     def _resolve(self, path: str | os.PathLike[str]) -> Path:
         text = os.fspath(path)
         if not text.strip() or "\0" in text:
-            raise BookOcrError(f"{text!r} is not a file path; give the absolute path of a PDF, image or folder of page images")
+            raise BookOcrError(
+                f"{text!r} is not a file path; give the absolute path of a PDF, image or folder of page images"
+            )
         given = Path(text).expanduser()
         try:
             resolved = given.resolve(strict=True)
         except FileNotFoundError:
-            raise BookOcrError(f"{given.absolute()}: no such file or folder; give an absolute path that exists") from None
+            raise BookOcrError(
+                f"{given.absolute()}: no such file or folder; give an absolute path that exists"
+            ) from None
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise BookOcrError(f"{given.absolute()}: cannot be opened ({exc})") from None
         if not self.is_allowed(resolved):

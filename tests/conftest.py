@@ -41,8 +41,10 @@ def scanned_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def two_page_typeset(tmp_path: Path) -> Path:
-    pages = [SamplePage(heading="Alpha", paragraphs=["The first page talks about priors."]),
-             SamplePage(heading="Beta", paragraphs=["The second page talks about posteriors."])]
+    pages = [
+        SamplePage(heading="Alpha", paragraphs=["The first page talks about priors."]),
+        SamplePage(heading="Beta", paragraphs=["The second page talks about posteriors."]),
+    ]
     return typeset_pdf(tmp_path / "two.pdf", pages)
 
 
@@ -50,4 +52,8 @@ def tree_snapshot(root: Path) -> dict[str, str]:
     """Every file under root with a hash of its bytes, to prove a failed run changed nothing."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -16,7 +16,7 @@ from typing import Any
 import pymupdf
 from PIL import Image
 
-from ocr_backend.deepseek_runner import DeepseekRunner
+from ocr_backend.deepseek.runner import DeepseekRunner
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 
 EOS = "<｜end▁of▁sentence｜>"
@@ -38,7 +38,7 @@ RAW_TABLE_FIGURE = (
     "<|ref|>table_caption<|/ref|><|det|>[[100, 440, 500, 460]]<|/det|>\nTable 2: Values \n\n"
     "<|ref|>table<|/ref|><|det|>[[100, 470, 900, 700]]<|/det|>\n"
     "<table><tr><td></td><td>0</td><td>π/2</td></tr><tr><td>sin</td><td>0</td><td>1</td></tr>"
-    "<tr><td colspan=\"2\">cos</td><td>0</td></tr></table>" + EOS
+    '<tr><td colspan="2">cos</td><td>0</td></tr></table>' + EOS
 )
 
 RAW_MALFORMED = (
@@ -57,8 +57,17 @@ RAW_MALFORMED = (
 def raw_loop(lines: int = 400) -> str:
     """A good start, then a degenerate loop of near-identical lines until the budget ran out."""
     start = "<|ref|>equation<|/ref|><|det|>[[125, 116, 562, 162]]<|/det|>\n\\[ \\nabla f = 2xy^2 \\]\n\n"
-    variants = ["overline[[overline][||", "overline[[overline][||", "\\overline[[overline||||", "overline[[overline]|[|["]
-    return start + "<|ref|>text<|/ref|><|det|>[[115, 547, 512, 565]]<|/det|>\n" + "\n\n".join(variants[i % 7 % 4] for i in range(lines))
+    variants = [
+        "overline[[overline][||",
+        "overline[[overline][||",
+        "\\overline[[overline||||",
+        "overline[[overline]|[|[",
+    ]
+    return (
+        start
+        + "<|ref|>text<|/ref|><|det|>[[115, 547, 512, 565]]<|/det|>\n"
+        + "\n\n".join(variants[i % 7 % 4] for i in range(lines))
+    )
 
 
 def good_raw(number: int) -> str:
@@ -142,12 +151,20 @@ class FakeLLM:
         outs = []
         for request in requests:
             text, reason = self.respond(number_of(request["multi_modal_data"]["image"]), extra)
-            outs.append(FakeRequestOutput(prompt_token_ids=list(range(900)), outputs=[FakeCompletion(text, reason, list(range(len(text) // 4 + 1)))]))
+            outs.append(
+                FakeRequestOutput(
+                    prompt_token_ids=list(range(900)),
+                    outputs=[FakeCompletion(text, reason, list(range(len(text) // 4 + 1)))],
+                )
+            )
         return outs
 
 
 def fake_params(settings: Any) -> dict[str, Any]:
-    return {"max_tokens": settings.max_tokens, "extra_args": {"ngram_size": settings.ngram_size, "window_size": settings.window_size}}
+    return {
+        "max_tokens": settings.max_tokens,
+        "extra_args": {"ngram_size": settings.ngram_size, "window_size": settings.window_size},
+    }
 
 
 class FakeClock:

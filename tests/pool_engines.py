@@ -20,7 +20,9 @@ class ScriptedReader(OcrEngine):
 
     name = ""  # not registered
 
-    def __init__(self, hang: list[int] = (), crash_once: list[int] = (), crash_always: list[int] = (), marks: str = "") -> None:
+    def __init__(
+        self, hang: list[int] = (), crash_once: list[int] = (), crash_always: list[int] = (), marks: str = ""
+    ) -> None:
         self.hang, self.crash_once, self.crash_always = set(hang), set(crash_once), set(crash_always)
         self.marks = Path(marks) if marks else None
 
@@ -36,8 +38,13 @@ class ScriptedReader(OcrEngine):
         if page.number in self.crash_always or (page.number in self.crash_once and first_time):
             os.kill(os.getpid(), signal.SIGKILL)
         assert page.image is not None
-        return PageResult(number=page.number, markdown=f"page {page.number} read in a worker", status="ok",
-                          engine="scripted", engine_version=self.version())
+        return PageResult(
+            number=page.number,
+            markdown=f"page {page.number} read in a worker",
+            status="ok",
+            engine="scripted",
+            engine_version=self.version(),
+        )
 
 
 def failing_reader(**_: Any) -> OcrEngine:
@@ -54,8 +61,14 @@ class ScriptedPoolEngine(PoolEngine):
 
     name = ""
 
-    def __init__(self, workers: int = 2, page_timeout: float | None = 2.0, start_timeout: float = 60.0,
-                 factory: str = "tests.pool_engines:ScriptedReader", **reader: Any) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        page_timeout: float | None = 2.0,
+        start_timeout: float = 60.0,
+        factory: str = "tests.pool_engines:ScriptedReader",
+        **reader: Any,
+    ) -> None:
         self.workers = workers
         self.page_timeout = page_timeout
         self.start_timeout = start_timeout

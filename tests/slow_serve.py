@@ -29,7 +29,9 @@ class SlowTestEngine(OcrEngine):
         slow_from = int(os.environ.get("BOOKOCR_TEST_SLOW_FROM", "1"))
         time.sleep(float(os.environ.get("BOOKOCR_TEST_SLOW_S", "600")) if page.number >= slow_from else 0.01)
         text = f"page {page.number} written by pid {os.getpid()}"
-        return PageResult(number=page.number, markdown=text, status="ok", engine=self.name, engine_version=self.version())
+        return PageResult(
+            number=page.number, markdown=text, status="ok", engine=self.name, engine_version=self.version()
+        )
 
 
 if __name__ == "__main__":

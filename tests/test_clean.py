@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ocr_backend.clean import clean, detect_repetition, parse_blocks, parse_boxes
+from ocr_backend.deepseek.clean import clean, detect_repetition, parse_blocks, parse_boxes
 from tests.deepseek_fakes import EOS, RAW_EQUATIONS, RAW_MALFORMED, RAW_TABLE_FIGURE, raw_loop
 
 TAG = re.compile(r"<\|/?(ref|det|grounding)\|>")
@@ -31,7 +31,7 @@ def test_equations_keep_their_math_and_lose_the_tags() -> None:
 def test_table_stays_html_and_figures_become_references() -> None:
     page = clean(RAW_TABLE_FIGURE)
     md = page.markdown
-    assert '<table><tr><td></td><td>0</td><td>π/2</td></tr>' in md and '<td colspan="2">cos</td>' in md
+    assert "<table><tr><td></td><td>0</td><td>π/2</td></tr>" in md and '<td colspan="2">cos</td>' in md
     assert md.startswith("[Figure 1]")
     assert "Figure 2.1: A density." in md and "<center>" not in md
     assert md.index("Table 2: Values") < md.index("<table>")
@@ -52,7 +52,14 @@ def test_figures_are_cropped_and_saved_beside_the_page_when_asked(tmp_path: Path
 def test_malformed_boxes_never_crash_and_keep_the_text() -> None:
     page = clean(RAW_MALFORMED)
     md = page.markdown
-    for text in ("missing comma box", "x1 greater than x2", "no det at all", "letter in box", "three numbers", "zero width"):
+    for text in (
+        "missing comma box",
+        "x1 greater than x2",
+        "no det at all",
+        "letter in box",
+        "three numbers",
+        "zero width",
+    ):
         assert text in md
     assert "\\[a^2 + b^2 = c^2\\]" in md and "\\[ x = 1 \\]" in md
     assert not TAG.search(md)
@@ -94,5 +101,12 @@ def test_repetition_loop_is_flagged_and_good_pages_are_not() -> None:
 
 
 def test_a_long_sparse_table_is_not_a_loop() -> None:
-    table = "<table>" + "<tr>" + "<td></td>" * 12 + "</tr>" * 1 + "".join("<tr>" + "<td></td>" * 12 + "</tr>" for _ in range(60)) + "</table>"
+    table = (
+        "<table>"
+        + "<tr>"
+        + "<td></td>" * 12
+        + "</tr>" * 1
+        + "".join("<tr>" + "<td></td>" * 12 + "</tr>" for _ in range(60))
+        + "</table>"
+    )
     assert detect_repetition("Some prose before the table.\n\n" + table + "\n\nSource: survey.") is None

@@ -62,7 +62,9 @@ def test_errors_are_one_line_and_nonzero(
     assert len(lines) == 1 and lines[0].startswith("bookocr: error: ") and message in lines[0]
 
 
-def test_corpus_from_environment(tmp_path: Path, text_pdf: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corpus_from_environment(
+    tmp_path: Path, text_pdf: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BOOKOCR_CORPUS", str(tmp_path / "envlib"))
     assert run(capsys, "ocr", str(text_pdf), "--engine", "text-layer")[0] == 0
     assert (tmp_path / "envlib" / "born-digital" / "document.mmd").is_file()

@@ -13,6 +13,7 @@ from mcp import Client
 from server.cli import main
 from server.contents import ContentsEntry, book_contents, contents_from_headings, contents_from_outline, page_headings
 from server.corpus import Corpus
+from server.library import Library
 from server.mcp_server import create_server
 from server.runner import RunOptions, ocr_book
 from server.safety import InputPolicy
@@ -27,13 +28,37 @@ def titles(entries: list[ContentsEntry]) -> list[tuple[int, str, int]]:
 @pytest.mark.parametrize(
     ("markdown", "furniture", "expected"),
     [
-        ("## Chapter 2\n\n# Mathematical Induction\n\nThis chapter marks our first step.", [], [(1, "Chapter 2: Mathematical Induction", "chapter 2")]),
-        ("### CHAPTERII\n\nVARIABLES\n\nMathematics as a science commenced ...", [], [(1, "CHAPTER II: VARIABLES", "chapter 2")]),
-        ("### VARIABLES\n\nMathematics as a science commenced when first someone proved things.", ["CHAPTER II"], [(1, "CHAPTER II: VARIABLES", "chapter 2")]),
-        ("CHAPTER I\n\nTHE ABSTRACT NATURE OF MATHEMATICS The study of mathematics is apt to commence in disappointment.", [], [(1, "CHAPTER I: THE ABSTRACT NATURE OF MATHEMATICS", "chapter 1")]),
+        (
+            "## Chapter 2\n\n# Mathematical Induction\n\nThis chapter marks our first step.",
+            [],
+            [(1, "Chapter 2: Mathematical Induction", "chapter 2")],
+        ),
+        (
+            "### CHAPTERII\n\nVARIABLES\n\nMathematics as a science commenced ...",
+            [],
+            [(1, "CHAPTER II: VARIABLES", "chapter 2")],
+        ),
+        (
+            "### VARIABLES\n\nMathematics as a science commenced when first someone proved things.",
+            ["CHAPTER II"],
+            [(1, "CHAPTER II: VARIABLES", "chapter 2")],
+        ),
+        (
+            "CHAPTER I\n\nTHE ABSTRACT NATURE OF MATHEMATICS The study of mathematics is apt to commence in disappointment.",
+            [],
+            [(1, "CHAPTER I: THE ABSTRACT NATURE OF MATHEMATICS", "chapter 1")],
+        ),
         ("## 2.7 Chapter Exercises\n\nHere are some problems.", [], [(2, "2.7 Chapter Exercises", "2.7")]),
-        ("2.1Introduction This chapter marks our first big step toward proofs and learning to construct our own.", [], [(2, "2.1 Introduction", "2.1")]),
-        ("2.2 Examples and Discussion 2.2.1 Turning Cubes Into Bigger Cubes To motivate the overall method, we look.", [], [(2, "2.2 Examples and Discussion", "2.2"), (3, "2.2.1 Turning Cubes Into Bigger Cubes", "2.2.1")]),
+        (
+            "2.1Introduction This chapter marks our first big step toward proofs and learning to construct our own.",
+            [],
+            [(2, "2.1 Introduction", "2.1")],
+        ),
+        (
+            "2.2 Examples and Discussion 2.2.1 Turning Cubes Into Bigger Cubes To motivate the overall method, we look.",
+            [],
+            [(2, "2.2 Examples and Discussion", "2.2"), (3, "2.2.1 Turning Cubes Into Bigger Cubes", "2.2.1")],
+        ),
         ("INDEX\n\nAbel, 127\n\nBall, W. W. R., 43", [], [(1, "INDEX", "index")]),
         ("Abel, 127", ["INDEX 213"], []),  # a running head with its folio is not a heading
         ("In chapter 2 we saw that 3.5 Million people counted.\n\n2.5 is the answer to the sum.", [], []),
@@ -65,13 +90,25 @@ def test_each_heading_once_at_its_first_page_and_sections_must_rise() -> None:
 
 
 def test_unnumbered_headings_make_the_contents_of_a_book_without_numbers() -> None:
-    pages = [("# A Study in Scarlet\n\nText.", []), ("## The Science of Deduction\n\nText.\n\n### a caption\n\nText.", [])]
-    assert titles(contents_from_headings(pages, [None, None])) == [(1, "A Study in Scarlet", 1), (2, "The Science of Deduction", 2)]
+    pages = [
+        ("# A Study in Scarlet\n\nText.", []),
+        ("## The Science of Deduction\n\nText.\n\n### a caption\n\nText.", []),
+    ]
+    assert titles(contents_from_headings(pages, [None, None])) == [
+        (1, "A Study in Scarlet", 1),
+        (2, "The Science of Deduction", 2),
+    ]
 
 
 def test_outline_entries_carry_printed_labels() -> None:
-    entries = contents_from_outline([[1, "Preface", 2], [1, "Chapter 1", 4], [2, "1.1 Start", 5], [1, "Broken", -1]], [None, "ii", "iii", "1", "2"])
-    assert [(e.title, e.page, e.printed) for e in entries] == [("Preface", 2, "ii"), ("Chapter 1", 4, "1"), ("1.1 Start", 5, "2")]
+    entries = contents_from_outline(
+        [[1, "Preface", 2], [1, "Chapter 1", 4], [2, "1.1 Start", 5], [1, "Broken", -1]], [None, "ii", "iii", "1", "2"]
+    )
+    assert [(e.title, e.page, e.printed) for e in entries] == [
+        ("Preface", 2, "ii"),
+        ("Chapter 1", 4, "1"),
+        ("1.1 Start", 5, "2"),
+    ]
 
 
 # --- through the pipeline, the CLI and MCP ----------------------------------------------------
@@ -79,10 +116,28 @@ def chapter_book(path: Path, outline: list[list] | None = None) -> Path:
     pages = [
         SamplePage(heading="Preface", paragraphs=["Why this book was written, and for whom it is meant."], folio="vi"),
         SamplePage(paragraphs=["Thanks to everyone who read the drafts and found the mistakes."], folio="vii"),
-        SamplePage(heading="Chapter 1. Priors", paragraphs=["Beliefs before the data arrive are summarised by a prior."], folio="1"),
-        SamplePage(heading="1.1 Conjugate priors", paragraphs=["A prior is conjugate when the posterior stays in its family."], running_head="PRIORS", folio="2"),
-        SamplePage(paragraphs=["The posterior mean is a weighted compromise between prior and data."], running_head="PRIORS", folio="3"),
-        SamplePage(heading="1.2 The normal model", paragraphs=["With a normal prior the posterior precision adds up."], running_head="PRIORS", folio="4"),
+        SamplePage(
+            heading="Chapter 1. Priors",
+            paragraphs=["Beliefs before the data arrive are summarised by a prior."],
+            folio="1",
+        ),
+        SamplePage(
+            heading="1.1 Conjugate priors",
+            paragraphs=["A prior is conjugate when the posterior stays in its family."],
+            running_head="PRIORS",
+            folio="2",
+        ),
+        SamplePage(
+            paragraphs=["The posterior mean is a weighted compromise between prior and data."],
+            running_head="PRIORS",
+            folio="3",
+        ),
+        SamplePage(
+            heading="1.2 The normal model",
+            paragraphs=["With a normal prior the posterior precision adds up."],
+            running_head="PRIORS",
+            folio="4",
+        ),
     ]
     typeset_pdf(path, pages)
     if outline:
@@ -92,11 +147,13 @@ def chapter_book(path: Path, outline: list[list] | None = None) -> Path:
     return path
 
 
-def test_contents_from_headings_when_the_pdf_has_no_outline(corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_contents_from_headings_when_the_pdf_has_no_outline(
+    corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ocr_book(corpus, chapter_book(tmp_path / "priors.pdf"), RunOptions(engine="text-layer"))
     contents = book_contents(corpus.book("priors"))
-    assert contents["source"] == "headings"
-    assert [(e["title"], e["page"], e["printed"]) for e in contents["entries"]] == [
+    assert contents.source == "headings"
+    assert [(e.title, e.page, e.printed) for e in contents.entries] == [
         ("Preface", 1, "vi"),
         ("Chapter 1: Priors", 3, "1"),
         ("1.1 Conjugate priors", 4, "2"),
@@ -129,7 +186,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def mcp_client(corpus: Corpus, tmp_path: Path) -> AsyncIterator[Client]:
     ocr_book(corpus, chapter_book(tmp_path / "priors.pdf"), RunOptions(engine="text-layer"))
-    async with Client(create_server(corpus, InputPolicy(roots=[tmp_path]))) as client:
+    async with Client(create_server(Library(corpus), InputPolicy(roots=[tmp_path]))) as client:
         yield client
 
 
@@ -139,7 +196,7 @@ async def test_mcp_contents_and_printed_pages(mcp_client: Client) -> None:
     assert not result.is_error
     entries = result.structured_content["entries"]
     assert {"level": 2, "title": "1.2 The normal model", "page": 6, "printed": "4"} in entries
-    assert "1.2 The normal model: page 6 (printed \"4\")" in result.content[0].text
+    assert '1.2 The normal model: page 6 (printed "4")' in result.content[0].text
 
     page = await mcp_client.call_tool("get_page", {"book": "priors", "printed": "3"})
     assert not page.is_error and page.structured_content["page"] == 5 and page.structured_content["label"] == "3"
@@ -147,8 +204,14 @@ async def test_mcp_contents_and_printed_pages(mcp_client: Client) -> None:
     assert roman.structured_content["page"] == 1
 
     missing = await mcp_client.call_tool("get_page", {"book": "priors", "printed": "42"})
-    assert missing.is_error and "printed vi-vii on PDF pages 1-2" in missing.content[0].text and "PDF page number 1-6" in missing.content[0].text
+    assert (
+        missing.is_error
+        and "printed vi-vii on PDF pages 1-2" in missing.content[0].text
+        and "PDF page number 1-6" in missing.content[0].text
+    )
     neither = await mcp_client.call_tool("get_page", {"book": "priors"})
-    assert neither.is_error and 'printed="37"' in neither.content[0].text
+    assert neither.is_error and "number printed on the page" in neither.content[0].text
     unknown = await mcp_client.call_tool("get_contents", {"book": "nope"})
-    assert unknown.is_error and "list_books" in unknown.content[0].text
+    assert (
+        unknown.is_error and "no book 'nope'" in unknown.content[0].text and "books: priors" in unknown.content[0].text
+    )

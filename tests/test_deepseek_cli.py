@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from ocr_backend import deepseek_client
-from ocr_backend.clean import clean
+from ocr_backend.deepseek import client
+from ocr_backend.deepseek import deploy as deepseek_deploy
+from ocr_backend.deepseek.clean import clean
 from ocr_backend.engines import deepseek as deepseek_engine
 from ocr_backend.engines import local as local_engine
-from server import deepseek_cli
 from server.cli import main
 from tests.conftest import tree_snapshot
 from tests.deepseek_fakes import LocalClass, StubFallback, marked_pdf, respond_good
@@ -50,7 +50,9 @@ def deployed(monkeypatch: pytest.MonkeyPatch) -> type[FakeModalRemote]:
     return FakeModalRemote
 
 
-def test_a_deepseek_run_records_and_prints_gpu_time_and_cost(tmp_path: Path, deployed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_deepseek_run_records_and_prints_gpu_time_and_cost(
+    tmp_path: Path, deployed: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     pdf = marked_pdf(tmp_path / "stats.pdf", 5)
     corpus = tmp_path / "lib"
     code, out, _ = run(capsys, "--corpus", str(corpus), "ocr", str(pdf), "--engine", "deepseek", "--gpu", "H100")
@@ -62,20 +64,36 @@ def test_a_deepseek_run_records_and_prints_gpu_time_and_cost(tmp_path: Path, dep
     assert deployed.instances[0].gpu == "H100"
     assert (corpus / "stats" / "pages" / "page_0002.raw.mmd").read_text().startswith("<|ref|>")
 
-    code, out, _ = run(capsys, "--corpus", str(corpus), "--json", "ocr", str(pdf), "--engine", "deepseek", "--redo", "--pages", "2")
+    code, out, _ = run(
+        capsys, "--corpus", str(corpus), "--json", "ocr", str(pdf), "--engine", "deepseek", "--redo", "--pages", "2"
+    )
     assert json.loads(out)["gpu"]["pages"] == 1
 
 
 def test_estimate_prints_pages_gpu_seconds_and_dollars(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pdf = marked_pdf(tmp_path / "book.pdf", 12)
-    code, out, _ = run(capsys, "--corpus", str(tmp_path / "lib"), "--json", "ocr", str(pdf), "--engine", "deepseek", "--estimate", "--pages", "1-10")
+    code, out, _ = run(
+        capsys,
+        "--corpus",
+        str(tmp_path / "lib"),
+        "--json",
+        "ocr",
+        str(pdf),
+        "--engine",
+        "deepseek",
+        "--estimate",
+        "--pages",
+        "1-10",
+    )
     est = json.loads(out)["estimate"]
     assert code == 0 and est["pages"] == 10 and est["gpu"] == "A100"
     assert est["gpu_seconds"] == pytest.approx(10 / 1.5, abs=0.1)
     assert est["compute_usd"] == pytest.approx(est["gpu_seconds"] * 0.000583, abs=1e-4)
     assert not (tmp_path / "lib").exists()  # an estimate touches nothing
 
-    _, out, _ = run(capsys, "--json", "ocr", str(pdf), "--engine", "deepseek", "--estimate", "--gpu", "H100", "--gpu-price", "3.6")
+    _, out, _ = run(
+        capsys, "--json", "ocr", str(pdf), "--engine", "deepseek", "--estimate", "--gpu", "H100", "--gpu-price", "3.6"
+    )
     est = json.loads(out)["estimate"]
     assert est["gpu"] == "H100" and est["usd_per_gpu_hour"] == 3.6 and est["pages"] == 12
 
@@ -83,8 +101,10 @@ def test_estimate_prints_pages_gpu_seconds_and_dollars(tmp_path: Path, capsys: p
     assert code == 0 and "12 page(s)" in out and "GPU-s" in out and "$" in out
 
 
-def test_without_a_token_the_run_stops_before_touching_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(deepseek_client, "has_modal_credentials", lambda: False)
+def test_without_a_token_the_run_stops_before_touching_the_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: False)
     pdf = marked_pdf(tmp_path / "book.pdf", 2)
     corpus = tmp_path / "lib"
     code, _, err = run(capsys, "--corpus", str(corpus), "ocr", str(pdf), "--engine", "deepseek")
@@ -93,11 +113,11 @@ def test_without_a_token_the_run_stops_before_touching_the_corpus(tmp_path: Path
 
 
 class DeployedClassBody:
-    """Replaces ModalRemote with the deployed class's own body (``modal_app.DeepseekOcr``),
+    """Replaces ModalRemote with the deployed class's own body (``ocr_backend.deepseek.modal_app.DeepseekOcr``),
     run in-process with Modal's ``.local()``, its enter hook included."""
 
     def __init__(self, app_name: str, class_name: str, gpu: str | None = None) -> None:
-        from ocr_backend import modal_app
+        from ocr_backend.deepseek import modal_app
 
         self.obj = modal_app.DeepseekOcr()
 
@@ -115,7 +135,7 @@ class DeployedClassBody:
 def test_a_gpu_class_whose_start_up_always_fails_stops_the_run_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ocr_backend import modal_app
+    from ocr_backend.deepseek import modal_app
 
     def load_fails(model_id: str) -> Any:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -129,7 +149,9 @@ def test_a_gpu_class_whose_start_up_always_fails_stops_the_run_with_the_reason(
     code, _, err = run(capsys, "--corpus", str(corpus), "ocr", str(pdf), "--engine", "deepseek")
     assert time.monotonic() - start < 2.0
     assert code == 2
-    assert "the GPU class failed to start" in err and "RuntimeError: CUDA out of memory" in err and "modal app logs" in err
+    assert (
+        "the GPU class failed to start" in err and "RuntimeError: CUDA out of memory" in err and "modal app logs" in err
+    )
     assert tree_snapshot(corpus) == {}  # no book folder, no manifest
 
 
@@ -162,24 +184,28 @@ def test_a_gpu_class_that_never_comes_up_stops_the_run_within_its_deadline(
     assert not deployed.instances[0].calls  # no page was sent
 
 
-def test_deploy_runs_modal_deploy_with_the_choices(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(deepseek_client, "has_modal_credentials", lambda: True)
+def test_deploy_runs_modal_deploy_with_the_choices(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: True)
     ran: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr(deepseek_cli, "_run_subprocess", lambda argv, env: ran.append((argv, env)) or 0)
+    monkeypatch.setattr(deepseek_deploy, "_run_subprocess", lambda argv, env: ran.append((argv, env)) or 0)
     code, out, _ = run(capsys, "deploy", "--gpu", "H100", "--model", "deepseek-ai/DeepSeek-OCR-2")
     assert code == 0 and "deployed" in out
     [(argv, env)] = ran
-    assert argv[-4:] == ["modal", "deploy", "-m", "ocr_backend.modal_app"]
+    assert argv[-4:] == ["modal", "deploy", "-m", "ocr_backend.deepseek.modal_app"]
     assert env["BOOKOCR_GPU"] == "H100" and env["BOOKOCR_DEEPSEEK_MODEL"] == "deepseek-ai/DeepSeek-OCR-2"
 
 
 def test_deploy_without_a_token(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(deepseek_client, "has_modal_credentials", lambda: False)
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: False)
     code, _, err = run(capsys, "deploy")
     assert code == 2 and "modal setup" in err
 
 
-def test_reclean_rebuilds_pages_from_raw_output_without_a_gpu(tmp_path: Path, deployed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reclean_rebuilds_pages_from_raw_output_without_a_gpu(
+    tmp_path: Path, deployed: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
         if number == 3:
             return "<|ref|>text<|/ref|><|det|>[[0, 0, 9, 9]]<|/det|>\n" + "loop " * 2000, "length"  # falls back

@@ -13,8 +13,15 @@ import modal.exception
 import pytest
 from PIL import Image
 
-from ocr_backend import deepseek_client
-from ocr_backend.deepseek_client import DeadlineExceeded, ModalRemote, check_network, encode_page, error_kind, has_modal_credentials
+from ocr_backend.deepseek import client
+from ocr_backend.deepseek.client import (
+    DeadlineExceeded,
+    ModalRemote,
+    check_network,
+    encode_page,
+    error_kind,
+    has_modal_credentials,
+)
 from ocr_backend.engines.base import PageInput
 from ocr_backend.engines.deepseek import DeepseekEngine
 from ocr_backend.errors import EngineError
@@ -58,7 +65,12 @@ class FakeCls:
     """Shaped like the class ``modal.Cls.from_name`` finds. ``answers`` maps a method to
     what its calls return (``NO_ANSWER``: they never do; an exception: they raise it)."""
 
-    def __init__(self, hydrate_error: BaseException | None = None, answers: dict[str, Any] | None = None, methods: tuple[str, ...] = ("ocr", "info")) -> None:
+    def __init__(
+        self,
+        hydrate_error: BaseException | None = None,
+        answers: dict[str, Any] | None = None,
+        methods: tuple[str, ...] = ("ocr", "info"),
+    ) -> None:
         self.hydrate_error = hydrate_error
         self.answers = answers or {}
         self.methods = methods
@@ -106,7 +118,7 @@ class FakeCls:
 
 @pytest.fixture
 def signed_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deepseek_client, "has_modal_credentials", lambda: True)
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: True)
 
 
 def engine(**options: Any) -> DeepseekEngine:
@@ -114,7 +126,7 @@ def engine(**options: Any) -> DeepseekEngine:
 
 
 def test_no_token_says_how_to_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deepseek_client, "has_modal_credentials", lambda: False)
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: False)
     checked: list[Any] = []
     with pytest.raises(EngineError, match=r"modal setup"):
         engine(network_check=lambda *a: checked.append(a)).connect()
@@ -128,7 +140,7 @@ def test_token_detection_reads_the_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_no_network_fails_within_seconds(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deepseek_client, "modal_api_host", lambda: ("127.0.0.1", closed_port()))
+    monkeypatch.setattr(client, "modal_api_host", lambda: ("127.0.0.1", closed_port()))
     start = time.monotonic()
     with pytest.raises(EngineError, match=r"cannot reach Modal at 127\.0\.0\.1.*check your network"):
         engine().connect()
@@ -173,7 +185,9 @@ def test_a_deployed_class_is_called_with_the_chosen_gpu(signed_in: None, monkeyp
     assert call.timeouts == [42.0] and not call.cancelled  # spawned, waited for with the deadline
 
 
-def test_a_modal_call_with_no_answer_is_cancelled_at_its_deadline(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_modal_call_with_no_answer_is_cancelled_at_its_deadline(
+    signed_in: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeCls(answers={"ocr": NO_ANSWER})
     monkeypatch.setattr(modal.Cls, "from_name", lambda app, name: fake)
     remote = ModalRemote("bookocr", "DeepseekOcr").connect(lambda *a: None)
@@ -202,7 +216,9 @@ def modal_engine(fake: FakeCls, monkeypatch: pytest.MonkeyPatch, **options: Any)
 
 def test_the_engine_gives_every_modal_call_a_deadline(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCls()
-    eng = modal_engine(fake, monkeypatch, startup_timeout_s=300, page_timeout_s=10, batch_size=4, min_batch=4, containers=1)
+    eng = modal_engine(
+        fake, monkeypatch, startup_timeout_s=300, page_timeout_s=10, batch_size=4, min_batch=4, containers=1
+    )
     eng.start()
     results = list(eng.recognize_many(PageInput(number=n, image=page_image(n)) for n in range(1, 7)))
     assert len(results) == 6
@@ -212,9 +228,13 @@ def test_the_engine_gives_every_modal_call_a_deadline(signed_in: None, monkeypat
     assert sum(sizes) == 6 and timeouts == [300 + 10 * n for n in sizes]  # allowance plus a budget per page
 
 
-def test_modal_calls_past_their_deadline_fall_back_with_the_reason(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_modal_calls_past_their_deadline_fall_back_with_the_reason(
+    signed_in: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeCls(answers={"ocr": NO_ANSWER})
-    eng = modal_engine(fake, monkeypatch, startup_timeout_s=0.2, page_timeout_s=0.05, batch_size=2, min_batch=2, containers=2)
+    eng = modal_engine(
+        fake, monkeypatch, startup_timeout_s=0.2, page_timeout_s=0.05, batch_size=2, min_batch=2, containers=2
+    )
     start = time.monotonic()
     results = list(eng.recognize_many(PageInput(number=n, image=page_image(n)) for n in range(1, 5)))
     assert time.monotonic() - start < 2.0
@@ -227,11 +247,15 @@ def test_modal_calls_past_their_deadline_fall_back_with_the_reason(signed_in: No
     assert all(call.cancelled for call in ocr_calls)
 
 
-def test_a_class_that_never_answers_fails_start_within_its_allowance(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_class_that_never_answers_fails_start_within_its_allowance(
+    signed_in: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeCls(answers={"info": NO_ANSWER})
     eng = modal_engine(fake, monkeypatch, startup_timeout_s=0.5)
     start = time.monotonic()
-    with pytest.raises(EngineError, match=r"the GPU class failed to start: no answer within 0\.5 s.*modal app logs bookocr"):
+    with pytest.raises(
+        EngineError, match=r"the GPU class failed to start: no answer within 0\.5 s.*modal app logs bookocr"
+    ):
         eng.start()
     assert time.monotonic() - start < 1.5
     eng.close()
@@ -239,12 +263,20 @@ def test_a_class_that_never_answers_fails_start_within_its_allowance(signed_in: 
 
 
 def test_a_class_that_could_not_load_its_model_fails_start(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeCls(answers={"info": {"startup_error": "loading deepseek-ai/DeepSeek-OCR on A100 failed: OutOfMemoryError: CUDA out of memory"}})
+    fake = FakeCls(
+        answers={
+            "info": {
+                "startup_error": "loading deepseek-ai/DeepSeek-OCR on A100 failed: OutOfMemoryError: CUDA out of memory"
+            }
+        }
+    )
     with pytest.raises(EngineError, match=r"the GPU class failed to start: loading .* CUDA out of memory"):
         modal_engine(fake, monkeypatch).start()
 
 
-def test_a_class_deployed_by_an_older_bookocr_asks_for_a_redeploy(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_class_deployed_by_an_older_bookocr_asks_for_a_redeploy(
+    signed_in: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeCls(methods=("ocr",))
     with pytest.raises(EngineError, match=r"no `info` method.*bookocr deploy"):
         modal_engine(fake, monkeypatch).start()

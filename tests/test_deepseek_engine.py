@@ -12,15 +12,25 @@ from typing import Any
 import modal.exception
 import pytest
 
-from ocr_backend.deepseek_client import decode_page
+from ocr_backend.deepseek.client import decode_page
+from ocr_backend.deepseek.pricing import PRICE_PER_SECOND
 from ocr_backend.engines.base import PageInput, PageResult
 from ocr_backend.engines.deepseek import DeepseekEngine, plan_batch_size
 from ocr_backend.engines.deepseek_local import DeepseekLocalEngine
 from ocr_backend.errors import EngineError
-from ocr_backend.pricing import PRICE_PER_SECOND
 from server.corpus import Corpus
 from server.runner import RunOptions, ocr_book
-from tests.deepseek_fakes import LocalClass, StubFallback, fake_runner, good_raw, marked_pdf, number_of, page_image, raw_loop, respond_good
+from tests.deepseek_fakes import (
+    LocalClass,
+    StubFallback,
+    fake_runner,
+    good_raw,
+    marked_pdf,
+    number_of,
+    page_image,
+    raw_loop,
+    respond_good,
+)
 
 
 def pages(count: int, delay: float = 0.0, start: int = 1) -> Any:
@@ -55,7 +65,9 @@ def test_streams_a_book_in_batches_and_records_cost() -> None:
     assert page.raw == good_raw(17)  # raw kept, tags and EOS included, for reclean
     extra = page.extra
     assert extra["gpu"] == "A100" and extra["attempts"] == 1 and extra["finish_reason"] == "stop"
-    assert extra["gpu_seconds"] > 0 and extra["cost_usd"] == pytest.approx(extra["gpu_seconds"] * PRICE_PER_SECOND["A100"], rel=1e-3)
+    assert extra["gpu_seconds"] > 0 and extra["cost_usd"] == pytest.approx(
+        extra["gpu_seconds"] * PRICE_PER_SECOND["A100"], rel=1e-3
+    )
     assert extra["upload_bytes"] > 0 and extra["prompt_tokens"] == 900
 
 
@@ -65,7 +77,9 @@ def test_several_batches_are_in_flight_at_once() -> None:
             super().__init__()
             self.active = self.peak = 0
 
-        def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
+        def ocr(
+            self, images: list[bytes], options: dict[str, Any], timeout: float | None = None
+        ) -> list[dict[str, Any]]:
             self.active += 1
             self.peak = max(self.peak, self.active)
             time.sleep(0.05)
@@ -81,11 +95,15 @@ def test_several_batches_are_in_flight_at_once() -> None:
 def test_batches_are_full_while_streaming_and_shrink_at_the_end() -> None:
     plan = plan_batch_size
     assert plan(buffered=100, exhausted=False, in_flight=5, containers=4, batch_size=32) == 32
-    assert plan(buffered=10, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=4) == 10  # a GPU may be idle
+    assert (
+        plan(buffered=10, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=4) == 10
+    )  # a GPU may be idle
     assert plan(buffered=3, exhausted=False, in_flight=1, containers=4, batch_size=32, min_batch=4) == 0
     assert plan(buffered=20, exhausted=False, in_flight=5, containers=4, batch_size=32) == 20  # keep a batch queued
     assert plan(buffered=10, exhausted=False, in_flight=5, containers=4, batch_size=32) == 0  # too small to queue
-    assert plan(buffered=31, exhausted=False, in_flight=6, containers=4, batch_size=32) == 0  # enough queued: wait for a full one
+    assert (
+        plan(buffered=31, exhausted=False, in_flight=6, containers=4, batch_size=32) == 0
+    )  # enough queued: wait for a full one
     assert plan(buffered=100, exhausted=False, in_flight=8, containers=4, batch_size=32) == 0  # all slots busy
     assert plan(buffered=80, exhausted=True, in_flight=6, containers=4, batch_size=32) == 10  # the tail: pieces of 1/8
     assert plan(buffered=20, exhausted=True, in_flight=6, containers=4, batch_size=32, min_batch=4) == 4
@@ -126,7 +144,9 @@ def test_a_page_that_keeps_looping_falls_back_and_numbering_stays_intact(tmp_pat
     statuses = [p["status"] for p in manifest["pages"]]
     assert statuses == ["ok", "ok", "fallback", "ok", "ok", "ok"]
     fallen = manifest["pages"][2]
-    assert fallen["engine"] == "local-stub" and "repetition loop" in fallen["reason"] and "attempt 2" in fallen["reason"]
+    assert (
+        fallen["engine"] == "local-stub" and "repetition loop" in fallen["reason"] and "attempt 2" in fallen["reason"]
+    )
     assert fallen["extra"]["attempts"] == 2 and fallen["extra"]["gpu_seconds"] > 0  # the failed attempts were paid for
     assert fallback.pages == [3]
     for n in range(1, 7):
@@ -179,7 +199,9 @@ def test_a_call_that_never_returns_fails_its_pages_at_the_deadline_and_the_run_f
     remote = BlockingClass(stuck_pages={3})
     pdf = marked_pdf(tmp_path / "book.pdf", 5)
     corpus = Corpus(tmp_path / "corpus")
-    engine, fallback = engine_for(remote, batch_size=1, min_batch=1, containers=2, startup_timeout_s=0.4, page_timeout_s=0.1)
+    engine, fallback = engine_for(
+        remote, batch_size=1, min_batch=1, containers=2, startup_timeout_s=0.4, page_timeout_s=0.1
+    )
     start = time.monotonic()
     try:
         state = ocr_book(corpus, pdf, RunOptions(engine="deepseek"), engine=engine)
@@ -198,9 +220,14 @@ def test_a_class_that_fails_to_start_mid_run_gets_no_more_work(tmp_path: Path) -
     class BrokenContainers(LocalClass):
         """The first container came up; the ones started for later batches could not load the model."""
 
-        def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
+        def ocr(
+            self, images: list[bytes], options: dict[str, Any], timeout: float | None = None
+        ) -> list[dict[str, Any]]:
             self.calls.append((len(images), dict(options)))
-            return [{"startup_error": "OutOfMemoryError: CUDA out of memory", "error": "x", "finish_reason": "error"} for _ in images]
+            return [
+                {"startup_error": "OutOfMemoryError: CUDA out of memory", "error": "x", "finish_reason": "error"}
+                for _ in images
+            ]
 
     pdf = marked_pdf(tmp_path / "book.pdf", 12)
     corpus = Corpus(tmp_path / "corpus")
@@ -241,12 +268,24 @@ def _jpeg_of(number: int) -> bytes:
 
 def test_figures_are_saved_beside_the_page(tmp_path: Path) -> None:
     def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
-        return "<|ref|>image<|/ref|><|det|>[[100, 100, 500, 500]]<|/det|>\n \n\n<|ref|>text<|/ref|><|det|>[[1, 600, 900, 700]]<|/det|>\nCaption", "stop"
+        return (
+            "<|ref|>image<|/ref|><|det|>[[100, 100, 500, 500]]<|/det|>\n \n\n<|ref|>text<|/ref|><|det|>[[1, 600, 900, 700]]<|/det|>\nCaption",
+            "stop",
+        )
 
-    engine, _ = engine_for(LocalClass(respond), figures_dir=tmp_path)
+    engine, _ = engine_for(LocalClass(respond), figures=True, pages_dir=tmp_path)
     [result] = list(engine.recognize_many(pages(1, start=7)))
     assert result.markdown.startswith("![Figure 1](page_0007_fig1.jpg)")
     assert (tmp_path / "page_0007_fig1.jpg").is_file()
+
+    engine, _ = engine_for(LocalClass(respond), pages_dir=tmp_path / "other")  # every engine is told the folder
+    [result] = list(engine.recognize_many(pages(1, start=7)))
+    assert result.markdown.startswith("[Figure 1]") and not (tmp_path / "other").exists()  # no crops unless asked
+
+
+def test_figures_need_the_pages_folder() -> None:
+    with pytest.raises(EngineError, match="no pages folder"):
+        DeepseekEngine(figures=True)
 
 
 def test_deepseek_local_runs_the_same_pipeline_in_process() -> None:

@@ -1,19 +1,34 @@
-"""Prices, estimates, and the names the client and the deployed app must agree on."""
+"""Prices, estimates, the cost tally, and the names the client and the deployed app share."""
 
 from __future__ import annotations
 
 import pytest
 
-from ocr_backend import modal_app
-from ocr_backend.engines import deepseek
-from ocr_backend.pricing import estimate, gpu_key, page_cost, price_per_second
-from server import deepseek_cli
+from ocr_backend.deepseek import constants, modal_app
+from ocr_backend.deepseek.pricing import (
+    PAGES_PER_SECOND,
+    PRICE_PER_SECOND,
+    CostTally,
+    estimate,
+    gpu_key,
+    page_cost,
+    price_per_second,
+)
+from ocr_backend.engines.base import PageResult
 
 
-def test_client_and_app_agree_on_names() -> None:
-    assert (deepseek.APP_NAME, deepseek.CLASS_NAME) == (modal_app.APP_NAME, modal_app.CLASS_NAME)
-    assert deepseek_cli.GPU_CHOICES == modal_app.GPU_CHOICES
-    assert deepseek.CONTAINERS == modal_app.MAX_CONTAINERS
+def test_the_deployed_app_is_built_from_the_constants(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert modal_app.DeepseekOcr.__name__ == constants.CLASS_NAME  # Modal looks the class up by this name
+    assert modal_app.APP_NAME == constants.app_name() and modal_app.MAX_CONTAINERS == constants.DEFAULT_CONTAINERS
+    spec = modal_app.DeepseekOcr._get_class_service_function()._spec_
+    assert spec.gpus == constants.DEFAULT_GPU
+    monkeypatch.setenv(constants.APP_NAME_ENV, "bookocr-test")
+    assert constants.app_name() == "bookocr-test"
+
+
+def test_every_gpu_offered_has_a_price_and_a_speed() -> None:
+    assert {"H100", "H200"} <= set(constants.GPU_CHOICES) and constants.DEFAULT_GPU in constants.GPU_CHOICES
+    assert all(gpu in PRICE_PER_SECOND and gpu in PAGES_PER_SECOND for gpu in constants.GPU_CHOICES)
 
 
 def test_prices_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +48,16 @@ def test_a_600_page_book_on_four_a100s() -> None:
     assert est.total_usd == pytest.approx((400 + 4 * (90 + 120)) * 0.000583)
     assert 3 * 60 < est.wall_seconds < 4 * 60
     assert estimate(20, "A100", containers=4).containers == 1  # a short book is not spread over cold containers
+
+
+def test_the_cost_tally_adds_up_gpu_pages_only() -> None:
+    def page(number: int, **extra: object) -> PageResult:
+        return PageResult(number, "text", "ok", "deepseek", "v", extra=dict(extra))
+
+    tally = CostTally()
+    tally(None, page(1, gpu="H100", gpu_seconds=1.25, cost_usd=0.001))
+    tally(None, page(2, gpu="A100", gpu_seconds=0.75, cost_usd=None))
+    tally(None, page(3))  # a page of an engine without a GPU
+    assert tally.as_dict() == {"pages": 2, "gpu_seconds": 2.0, "cost_usd": 0.001, "gpus": ["A100", "H100"]}
+    assert tally.describe().startswith("GPU: 2.0 s on A100, H100 for 2 page(s) (1.00 s/page), $0.0010")
+    assert CostTally().describe().startswith("GPU: 0.0 s for 0 page(s)")

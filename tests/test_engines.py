@@ -13,9 +13,9 @@ from ocr_backend.engines import create_engine, engine_classes
 from ocr_backend.engines.auto import AutoEngine
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.errors import EngineError
+from ocr_backend.pdf_text import extract_text_layer, judge_text_layer
 from ocr_backend.render import RenderSettings, render_pdf_page
 from ocr_backend.sources import open_source
-from ocr_backend.textlayer import extract_text_layer, judge_text_layer
 from server.corpus import Corpus
 from server.runner import RunOptions, ocr_book
 
@@ -63,13 +63,15 @@ def test_registry_lists_the_engines() -> None:
     "hidden, trusted_engine",
     [(CLEAN_TEXT, "text-layer"), (JUNK_TEXT, "local"), (None, "local")],
 )
-def test_auto_uses_text_layer_only_when_trustworthy(corpus: Corpus, tmp_path: Path, hidden: str | None, trusted_engine: str) -> None:
+def test_auto_uses_text_layer_only_when_trustworthy(
+    corpus: Corpus, tmp_path: Path, hidden: str | None, trusted_engine: str
+) -> None:
     pdf = scan_with_hidden_layer(tmp_path / "scan.pdf", hidden)
     ocr_book(corpus, pdf, RunOptions(engine="auto"), engine=AutoEngine(ocr=StubOcr()))
-    meta = corpus.book("scan").pages[0]
-    assert meta["engine"] == trusted_engine
-    assert meta["reason"]  # why this engine was chosen is recorded
-    assert (meta["render"] != {}) == (trusted_engine == "local")  # text-layer pages are never rendered
+    record = corpus.book("scan").pages[0]
+    assert record.engine == trusted_engine
+    assert record.reason  # why this engine was chosen is recorded
+    assert (record.render != {}) == (trusted_engine == "local")  # text-layer pages are never rendered
 
 
 def test_trust_verdicts_explain_themselves(tmp_path: Path) -> None:
@@ -111,6 +113,6 @@ def test_auto_streams_a_mixed_book_through_both_engines(corpus: Corpus, tmp_path
     state = ocr_book(corpus, tmp_path / "mixed.pdf", RunOptions(engine="auto"), engine=AutoEngine(ocr=StubOcr()))
     assert state.done == 6 and state.failed == 0
     pages = corpus.book("mixed").pages
-    assert [m["engine"] for m in pages] == ["text-layer", "local", "text-layer", "text-layer", "local", "text-layer"]
-    assert all(m["reason"] for m in pages)
+    assert [m.engine for m in pages] == ["text-layer", "local", "text-layer", "text-layer", "local", "text-layer"]
+    assert all(m.reason for m in pages)
     assert "Page 4." in corpus.book("mixed").read_page(4).markdown

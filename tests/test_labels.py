@@ -9,8 +9,9 @@ from pathlib import Path
 import pymupdf
 import pytest
 
+from ocr_backend.errors import UnknownLabelError
 from server.cli import main
-from server.corpus import Corpus, UnknownLabelError
+from server.corpus import Corpus
 from server.labels import (
     SOURCE_INFERRED,
     SOURCE_PDF,
@@ -91,7 +92,21 @@ def test_roman_front_matter_then_arabic_body() -> None:
     # title leaf and its verso unnumbered, preface v-viii, a blank, then chapter 1 (no folio on its opening page)
     folios = [None, None, None, None, "v", "vi", "vii", "viii", None, None, "2", "3", "4", "5", "6"]
     assert labels_of(furniture_pages(folios)) == [
-        "i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "1", "2", "3", "4", "5", "6",
+        "i",
+        "ii",
+        "iii",
+        "iv",
+        "v",
+        "vi",
+        "vii",
+        "viii",
+        "ix",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
     ]
     sources = sources_of(furniture_pages(folios))
     assert sources[4] == SOURCE_PRINTED and sources[9] == SOURCE_INFERRED and sources[0] == SOURCE_INFERRED
@@ -108,7 +123,14 @@ def test_a_plate_without_a_number_gets_the_label_its_neighbours_imply() -> None:
     folios = ["12", "13", None, None, "16", "17"]  # a plate and its blank verso
     pages = furniture_pages(folios)
     assert labels_of(pages) == ["12", "13", "14", "15", "16", "17"]
-    assert sources_of(pages) == [SOURCE_PRINTED, SOURCE_PRINTED, SOURCE_INFERRED, SOURCE_INFERRED, SOURCE_PRINTED, SOURCE_PRINTED]
+    assert sources_of(pages) == [
+        SOURCE_PRINTED,
+        SOURCE_PRINTED,
+        SOURCE_INFERRED,
+        SOURCE_INFERRED,
+        SOURCE_PRINTED,
+        SOURCE_PRINTED,
+    ]
 
 
 def test_two_numbering_runs_part_two_restarts_at_one() -> None:
@@ -123,7 +145,11 @@ def test_back_matter_in_upper_case_roman_after_arabic() -> None:
 
 
 def test_pages_with_no_readable_numbers_get_no_label() -> None:
-    pages = [([], "The year 1911 saw this book printed.\n\nIt has 3 parts and 12 chapters."), ([], "Nothing here."), ([], "In 1066 and 1492 things happened.")]
+    pages = [
+        ([], "The year 1911 saw this book printed.\n\nIt has 3 parts and 12 chapters."),
+        ([], "Nothing here."),
+        ([], "In 1066 and 1492 things happened."),
+    ]
     assert labels_of(pages) == [None, None, None]
     assert labels_of([]) == []
 
@@ -148,7 +174,11 @@ def test_folios_left_in_the_body_by_the_layout_are_read() -> None:
 
 def test_declared_pdf_labels_win_and_fill_only_empty_ones() -> None:
     pages = furniture_pages(["9", "10", "11"])
-    assert [(f.label, f.source) for f in book_labels(["i", "ii", "1"], pages) if f] == [("i", SOURCE_PDF), ("ii", SOURCE_PDF), ("1", SOURCE_PDF)]
+    assert [(f.label, f.source) for f in book_labels(["i", "ii", "1"], pages) if f] == [
+        ("i", SOURCE_PDF),
+        ("ii", SOURCE_PDF),
+        ("1", SOURCE_PDF),
+    ]
     mixed = book_labels(["A", "", "C"], pages)
     assert [(f.label, f.source) for f in mixed if f] == [("A", SOURCE_PDF), ("10", SOURCE_PRINTED), ("C", SOURCE_PDF)]
 
@@ -166,7 +196,11 @@ def test_runs_and_lookup() -> None:
 # --- through the pipeline ---------------------------------------------------------------
 def numbered_book(path: Path, folios: Sequence[str | None], declared: list[dict] | None = None) -> Path:
     pages = [
-        SamplePage(paragraphs=[f"Paragraph on leaf {i}: the quick brown fox jumps over the lazy dog."], running_head="A SMALL TREATISE" if folio else "", folio=folio or "")
+        SamplePage(
+            paragraphs=[f"Paragraph on leaf {i}: the quick brown fox jumps over the lazy dog."],
+            running_head="A SMALL TREATISE" if folio else "",
+            folio=folio or "",
+        )
         for i, folio in enumerate(folios, start=1)
     ]
     typeset_pdf(path, pages)
@@ -182,22 +216,33 @@ def test_born_digital_book_without_declared_labels_gets_detected_ones(corpus: Co
     ocr_book(corpus, pdf, RunOptions(engine="text-layer"))
     book = corpus.book("treatise")
     assert book.labels() == ["i", "ii", "iii", "1", "2", "3", "4", "5"]
-    assert [m["label_source"] for m in book.pages] == ["inferred", "printed", "printed", "inferred", "printed", "printed", "inferred", "printed"]
+    assert [m.label_source for m in book.pages] == [
+        "inferred",
+        "printed",
+        "printed",
+        "inferred",
+        "printed",
+        "printed",
+        "inferred",
+        "printed",
+    ]
     assert book.find_printed("4") == 7 and book.find_printed("iii") == 3 and book.find_printed("III") == 3
     document = (book.dir / "document.mmd").read_text()
     assert '<!-- page 7 printed="4" -->' in document
     for number in range(1, 9):  # the running head and folio are metadata, not body text
         body = book.read_page(number).markdown
-        assert "SMALL TREATISE" not in body or not book.pages[number - 1]["furniture"]
+        assert "SMALL TREATISE" not in body or not book.pages[number - 1].furniture
 
 
 def test_labels_declared_by_the_pdf_are_used(corpus: Corpus, tmp_path: Path) -> None:
     declared = [{"startpage": 0, "style": "r", "firstpagenum": 1}, {"startpage": 2, "style": "D", "firstpagenum": 1}]
-    pdf = numbered_book(tmp_path / "declared.pdf", [None, None, "9", "9", "9"], declared)  # printed folios are wrong on purpose
+    pdf = numbered_book(
+        tmp_path / "declared.pdf", [None, None, "9", "9", "9"], declared
+    )  # printed folios are wrong on purpose
     ocr_book(corpus, pdf, RunOptions(engine="text-layer"))
     book = corpus.book("declared")
     assert book.labels() == ["i", "ii", "1", "2", "3"]
-    assert {m["label_source"] for m in book.pages} == {SOURCE_PDF}
+    assert {m.label_source for m in book.pages} == {SOURCE_PDF}
     assert book.label_runs() == [{"printed": "i-ii", "pages": "1-2"}, {"printed": "1-3", "pages": "3-5"}]
 
 
@@ -239,4 +284,4 @@ def test_cli_get_by_printed_label(corpus: Corpus, tmp_path: Path, capsys: pytest
     assert main(["--corpus", str(corpus.root), "get", "cli", "--printed", "99"]) == 2
     assert "no page of book 'cli' is printed '99'" in capsys.readouterr().err
     assert main(["--corpus", str(corpus.root), "get", "cli"]) == 2
-    assert "--printed" in capsys.readouterr().err
+    assert "or the number printed on the page" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def test_book_page_body_heading_and_furniture(ocr_run: dict) -> None:
     assert ocr_run["state"].failed == 0
     body, meta = ocr_run["pages"][0], ocr_run["meta"][0]
     assert body.startswith("## 1.1 Conjugate priors\n\n")
-    assert meta["furniture"] == ["BAYESIAN INFERENCE", "2"]
+    assert meta.furniture == ["BAYESIAN INFERENCE", "2"]
     assert "BAYESIAN" not in body
     expected = plain(
         "1.1 Conjugate priors A prior is conjugate to a likelihood when the posterior belongs to the same family as the prior."
@@ -71,10 +71,13 @@ def test_book_page_body_heading_and_furniture(ocr_run: dict) -> None:
 
 def test_two_column_scan_comes_out_column_by_column(ocr_run: dict) -> None:
     text = plain(ocr_run["pages"][1])
-    marks = [text.find(s) for s in ("The left column opens", "The left column ends", "The right column follows", "The right column ends")]
+    marks = [
+        text.find(s)
+        for s in ("The left column opens", "The left column ends", "The right column follows", "The right column ends")
+    ]
     assert -1 not in marks, text
     assert marks == sorted(marks), text
-    assert "columns-2" in ocr_run["meta"][1]["flags"]
+    assert "columns-2" in ocr_run["meta"][1].flags
 
 
 def test_no_log_flood_and_blank_page_is_empty(capfd: pytest.CaptureFixture[str]) -> None:

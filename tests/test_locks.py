@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from server import cli, corpus as corpus_module
-from server.corpus import BookLockedError, Corpus
+from ocr_backend.errors import BookLockedError
+from server import cli, locks
+from server.corpus import Corpus
 from server.jobs import JobManager
-from server.runner import Progress
+from server.runner import Progress, RunPlan
 from tests.conftest import numbered_text_pdf
 
 
@@ -34,7 +35,9 @@ def write_lock_file(corpus: Corpus, book: str, text: str) -> Path:
     return path
 
 
-def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(
+    corpus: Corpus, caplog: pytest.LogCaptureFixture
+) -> None:
     pid = dead_pid()
     write_lock_file(corpus, "book", f"pid {pid} on {socket.gethostname()}")
     assert not corpus.is_locked("book")
@@ -43,18 +46,25 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(corpus: Corpus, c
     assert f"took over the lock of book book left by pid {pid}, which is no longer running" in caplog.text
 
 
-def test_a_lock_held_by_a_process_that_is_not_the_named_run_is_replaced(corpus: Corpus, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lock_held_by_a_process_that_is_not_the_named_run_is_replaced(
+    corpus: Corpus, caplog: pytest.LogCaptureFixture
+) -> None:
     """The run named in the file is gone, but a process that inherited its open lock file lives on."""
     path = write_lock_file(corpus, "book", "")
     pid = dead_pid()
     holder = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import fcntl, sys, time\n"
-            f"f = open({str(path)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-            f"f.truncate(0); f.write('pid {pid}'); f.flush()\n"
-            "print('locked', flush=True); time.sleep(60)\n"
-        )],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time\n"
+                f"f = open({str(path)!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                f"f.truncate(0); f.write('pid {pid}'); f.flush()\n"
+                "print('locked', flush=True); time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -86,7 +96,7 @@ def test_waiting_for_a_lock_is_bounded(corpus: Corpus, monkeypatch: pytest.Monke
             with corpus.lock("book", wait=0.4):
                 pass
         assert 0.4 <= time.monotonic() - started < 2.0
-        monkeypatch.setattr(corpus_module, "LOCK_WAIT_S", 0.3)
+        monkeypatch.setattr(locks, "LOCK_WAIT_S", 0.3)
         with pytest.raises(BookLockedError, match="still being written"):
             with corpus.lock("book", wait=True):
                 pass
@@ -123,9 +133,10 @@ def test_a_queued_job_and_a_stuck_job_do_not_hold_up_shutdown(tmp_path: Path, co
     within its deadline, says a job is stuck, and the queued job ends as cancelled."""
     release = threading.Event()
 
-    def stuck_run(corpus: Corpus, path: Path, options: object, progress, listeners, cancel: threading.Event) -> Progress:
+    def stuck_run(corpus: Corpus, plan: RunPlan, progress, listeners, cancel: threading.Event) -> Progress:
         release.wait(30)  # a page in an engine that does not look at cancel
-        return Progress(book=Path(path).stem, total=1, state="cancelled")
+        plan.close()
+        return Progress(book=plan.book, total=1, state="cancelled")
 
     jobs = JobManager(corpus, run=stuck_run)
     first = jobs.start(numbered_text_pdf(tmp_path / "first.pdf", 1))
@@ -136,8 +147,11 @@ def test_a_queued_job_and_a_stuck_job_do_not_hold_up_shutdown(tmp_path: Path, co
     assert jobs.shutdown(timeout=1.0) is False
     assert time.monotonic() - started < 2.0
     assert jobs.job(second).state == "cancelled"
-    assert jobs.shutdown(timeout=1.0) is False and time.monotonic() - started < 2.5, "a second call keeps the first deadline"
+    assert jobs.shutdown(timeout=1.0) is False and time.monotonic() - started < 2.5, (
+        "a second call keeps the first deadline"
+    )
     with pytest.raises(Exception, match="shutting down"):
         jobs.start(numbered_text_pdf(tmp_path / "third.pdf", 1))
     release.set()
-    assert jobs.wait(first, timeout=5)
+    jobs.job(first).thread.join(5)
+    assert not jobs.job(first).thread.is_alive()

@@ -23,8 +23,9 @@ from ocr_backend.engines.text_layer import TextLayerEngine
 from server import cli
 from server.corpus import Corpus
 from server.jobs import JobManager
+from server.library import Library
 from server.mcp_server import MAX_RANGE_CHARS, create_server
-from server.runner import ocr_book
+from server.runner import ocr_book, run_plan
 from server.safety import InputPolicy, default_roots
 from server.sample_book import SAMPLE_PAGES, make_sample_book
 from tests.conftest import numbered_text_pdf
@@ -40,22 +41,22 @@ def anyio_backend() -> str:
 
 
 @dataclass
-class Library:
+class Shelf:
     books: Path  # the one folder the server may read
     corpus: Corpus
     policy: InputPolicy
 
 
 @pytest.fixture
-def library(tmp_path: Path) -> Library:
+def library(tmp_path: Path) -> Shelf:
     books = tmp_path / "books"
     books.mkdir()
-    return Library(books, Corpus(tmp_path / "corpus"), InputPolicy(roots=[books]))
+    return Shelf(books, Corpus(tmp_path / "corpus"), InputPolicy(roots=[books]))
 
 
 @pytest.fixture
-async def client(library: Library) -> AsyncIterator[Client]:
-    async with Client(create_server(library.corpus, library.policy)) as c:
+async def client(library: Shelf) -> AsyncIterator[Client]:
+    async with Client(create_server(Library(library.corpus), library.policy)) as c:
         yield c
 
 
@@ -117,7 +118,7 @@ async def test_tools_resources_and_truthful_annotations(client: Client) -> None:
     assert templates == {"book://{book}/page/{n}", "book://{book}/document"}
 
 
-async def test_text_book_round_trip(client: Client, library: Library) -> None:
+async def test_text_book_round_trip(client: Client, library: Shelf) -> None:
     pdf = numbered_text_pdf(library.books / "Stats Notes.pdf", 5)
     status = (await call_ok(client, "ocr_book", path=str(pdf), engine="text-layer")).structured_content
     assert status["book"] == "stats-notes" and status["state"] == "complete" and status["done"] == 5
@@ -155,7 +156,7 @@ async def test_text_book_round_trip(client: Client, library: Library) -> None:
     assert image.content[0].mime_type == "image/jpeg" and max(picture.size) == 1280
 
 
-async def test_scanned_book_runs_in_background(client: Client, library: Library) -> None:
+async def test_scanned_book_runs_in_background(client: Client, library: Shelf) -> None:
     scan = make_sample_book(library.books / "bayes-scan.pdf", SAMPLE_PAGES[:1])  # one page: local OCR is slow here
     progress: list[tuple[float, float | None]] = []
 
@@ -181,11 +182,13 @@ async def test_scanned_book_runs_in_background(client: Client, library: Library)
     assert repeat["state"] == "complete" and time.monotonic() - again < 1.0
 
 
-async def test_long_book_never_blocks_and_serves_readers_meanwhile(library: Library) -> None:
+async def test_long_book_never_blocks_and_serves_readers_meanwhile(library: Shelf) -> None:
     """A book too long for one call: ocr_book returns while it runs, reports progress, and the
     server answers 50 concurrent reads (of another book) without an error while the job runs."""
-    slow_run = functools.partial(ocr_book, engine=SlowTextEngine(0.05))
-    server = create_server(library.corpus, library.policy, jobs=JobManager(library.corpus, run=slow_run), wait_s=0.6)
+    slow_run = functools.partial(run_plan, engine=SlowTextEngine(0.05))
+    server = create_server(
+        Library(library.corpus, JobManager(library.corpus, run=slow_run)), library.policy, wait_s=0.6
+    )
     long_pdf = numbered_text_pdf(library.books / "long.pdf", 40)
     other = numbered_text_pdf(library.books / "other.pdf", 10)
     async with Client(server) as c:
@@ -237,20 +240,20 @@ async def _concurrent_reads(c: Client, calls: int) -> list[str]:
     return errors
 
 
-async def test_a_run_stopped_with_the_server_resumes_where_it_stopped(library: Library) -> None:
+async def test_a_run_stopped_with_the_server_resumes_where_it_stopped(library: Shelf) -> None:
     engine = SlowTextEngine(0.05)
     pdf = numbered_text_pdf(library.books / "resumable.pdf", 20)
 
     def server() -> object:
-        jobs = JobManager(library.corpus, run=functools.partial(ocr_book, engine=engine))
-        return create_server(library.corpus, library.policy, jobs=jobs, wait_s=0.3)
+        jobs = JobManager(library.corpus, run=functools.partial(run_plan, engine=engine))
+        return create_server(Library(library.corpus, jobs), library.policy, wait_s=0.3)
 
     async with Client(server()) as c:
         first = (await call_ok(c, "ocr_book", path=str(pdf))).structured_content
         assert first["state"] == "running"
     # the server stopped: its job stopped after the page in hand, keeping what was done
-    stopped = library.corpus.book("resumable").summary()
-    assert 0 < stopped["done"] < 20 and stopped["state"] == "incomplete"
+    stopped = Library(library.corpus).status("resumable")
+    assert 0 < stopped.done < 20 and stopped.state == "incomplete"
     async with Client(server()) as c:
         status = (await call_ok(c, "book_status", book="resumable")).structured_content
         assert status["state"] == "incomplete" and "resume" in status["message"]
@@ -259,7 +262,7 @@ async def test_a_run_stopped_with_the_server_resumes_where_it_stopped(library: L
     assert sorted(engine.calls) == list(range(1, 21)), "no page was done twice"
 
 
-async def test_page_image_of_a_source_outside_the_roots(client: Client, library: Library, tmp_path: Path) -> None:
+async def test_page_image_of_a_source_outside_the_roots(client: Client, library: Shelf, tmp_path: Path) -> None:
     elsewhere = numbered_text_pdf(tmp_path / "elsewhere.pdf", 2)
     ocr_book(library.corpus, elsewhere)  # made with the CLI, from a folder the server may not read
     assert (await call_ok(client, "get_page", book="elsewhere", page=1)).structured_content["status"] == "ok"
@@ -267,10 +270,13 @@ async def test_page_image_of_a_source_outside_the_roots(client: Client, library:
     assert "outside the folders" in message and "get_page" in message
 
 
-async def test_range_is_capped_and_says_where_to_continue(client: Client, library: Library) -> None:
+async def test_range_is_capped_and_says_where_to_continue(client: Client, library: Shelf) -> None:
     pdf = dense_pdf(library.books / "dense.pdf", 12)  # about 7k characters a page
     await call_ok(client, "ocr_book", path=str(pdf), engine="text-layer")
-    result = await call_ok(client, "get_page", book="dense", page=2, to_page=50)
+    assert "pages 1-12" in await call_error(
+        client, "get_page", book="dense", page=2, to_page=50
+    )  # past the end: the range
+    result = await call_ok(client, "get_page", book="dense", page=2, to_page=12)
     meta = result.structured_content
     assert meta["truncated"] and meta["continue_from"] == meta["to_page"] + 1
     assert len(text_of(result)) < MAX_RANGE_CHARS + 2000
@@ -289,16 +295,16 @@ def dense_pdf(path: Path, pages: int) -> Path:
 
 
 # --- errors and safety ----------------------------------------------------------------------
-async def test_errors_tell_the_model_what_to_do(client: Client, library: Library, tmp_path: Path) -> None:
+async def test_errors_tell_the_model_what_to_do(client: Client, library: Shelf, tmp_path: Path) -> None:
     pdf = numbered_text_pdf(library.books / "known.pdf", 3)
     await call_ok(client, "ocr_book", path=str(pdf), engine="text-layer")
 
-    assert "Books: known" in await call_error(client, "get_page", book="nope", page=1)
-    assert "Books: known" in await call_error(client, "book_status", book="nope")
+    assert "books: known" in await call_error(client, "get_page", book="nope", page=1)
+    assert "books: known" in await call_error(client, "book_status", book="nope")
     assert "pages 1-3" in await call_error(client, "get_page", book="known", page=0)
     assert "pages 1-3" in await call_error(client, "get_page", book="known", page=4)
     assert "pages 1-3" in await call_error(client, "get_page_image", book="known", page=9)
-    assert "before page" in await call_error(client, "get_page", book="known", page=3, to_page=2)
+    assert "before it starts" in await call_error(client, "get_page", book="known", page=3, to_page=2)
     for bad in ("../known", "../../etc/passwd", "known/../x", "Known"):
         assert "invalid book id" in await call_error(client, "get_page", book=bad, page=1)
     assert "invalid book id" in await call_error(client, "ocr_book", path=str(pdf), book="../escape")
@@ -326,7 +332,7 @@ async def test_errors_tell_the_model_what_to_do(client: Client, library: Library
     assert "unknown engine" in await call_error(client, "ocr_book", path=str(pdf), engine="magic")
     assert "outside 1-3" in await call_error(client, "ocr_book", path=str(pdf), pages="2-9")
     other = numbered_text_pdf(library.books / "other.pdf", 2)
-    assert "book=" in await call_error(client, "ocr_book", path=str(other), book="known")
+    assert "give another book id" in await call_error(client, "ocr_book", path=str(other), book="known")
 
     library.policy.max_bytes = 1 << 20
     (library.books / "huge.pdf").write_bytes(b"%PDF-1.7\n" + bytes(2 << 20))
@@ -334,7 +340,7 @@ async def test_errors_tell_the_model_what_to_do(client: Client, library: Library
     assert sorted(library.corpus.book_ids()) == ["known"], "failed calls must leave nothing behind"
 
 
-async def test_book_locked_by_another_process_is_reported(client: Client, library: Library) -> None:
+async def test_book_locked_by_another_process_is_reported(client: Client, library: Shelf) -> None:
     pdf = numbered_text_pdf(library.books / "shared.pdf", 3)
     await call_ok(client, "ocr_book", path=str(pdf), engine="text-layer", pages="1")
     with library.corpus.lock("shared"):  # what a `bookocr ocr` in another process holds
@@ -345,7 +351,7 @@ async def test_book_locked_by_another_process_is_reported(client: Client, librar
     assert status["state"] == "complete" and status["done"] == 3
 
 
-async def test_resources_refuse_bad_names(client: Client, library: Library) -> None:
+async def test_resources_refuse_bad_names(client: Client, library: Shelf) -> None:
     pdf = numbered_text_pdf(library.books / "r.pdf", 2)
     await call_ok(client, "ocr_book", path=str(pdf), engine="text-layer")
     for uri in ("book://r/page/0", "book://r/page/3", "book://r/page/x", "book://nope/document", "book://R/document"):

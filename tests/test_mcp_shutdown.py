@@ -33,8 +33,21 @@ EXIT_WITHIN_S = 5.0
 
 def start_server(corpus: Path, books: Path, stderr: IO[str], slow_from: int, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "BOOKOCR_TEST_SLOW_FROM": str(slow_from), "BOOKOCR_TEST_SLOW_S": "600"}
-    command = [sys.executable, "-m", "tests.slow_serve", "-v", "--corpus", str(corpus), "serve", "--allow", str(books), *extra]
-    return subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    command = [
+        sys.executable,
+        "-m",
+        "tests.slow_serve",
+        "-v",
+        "--corpus",
+        str(corpus),
+        "serve",
+        "--allow",
+        str(books),
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+    )
 
 
 class StdioSession:
@@ -45,7 +58,10 @@ class StdioSession:
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in process.stdout], daemon=True).start()
         self.next_id = 0
-        self.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}})
+        self.request(
+            "initialize",
+            {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+        )
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def send(self, message: dict[str, Any]) -> None:
@@ -110,7 +126,9 @@ def test_stdio_server_exits_when_stdin_closes_and_the_next_one_resumes(tmp_path:
         seconds = first.close()
     assert seconds < EXIT_WITHIN_S, f"the server took {seconds:.1f} s to exit"
     assert not corpus.is_locked("stuck"), "the lock must be free once the server is gone"
-    assert corpus.book("stuck").counts() == {"ok": 2, "fallback": 0, "failed": 0, "pending": 4}, "the pages done are kept"
+    assert corpus.book("stuck").counts() == {"ok": 2, "fallback": 0, "failed": 0, "pending": 4}, (
+        "the pages done are kept"
+    )
     first_pid = str(first.process.pid)
 
     with (tmp_path / "second.log").open("w") as log:
@@ -119,7 +137,9 @@ def test_stdio_server_exits_when_stdin_closes_and_the_next_one_resumes(tmp_path:
         assert second.wait_for("stuck", done=6)["done"] == 6
         second_pid = str(second.process.pid)
         assert second.close() < EXIT_WITHIN_S
-    assert page_writers(corpus, "stuck") == [first_pid] * 2 + [second_pid] * 4, "only the pages not done were done again"
+    assert page_writers(corpus, "stuck") == [first_pid] * 2 + [second_pid] * 4, (
+        "only the pages not done were done again"
+    )
     note = f"took over the lock of book stuck left by pid {first_pid}, which is no longer running"
     assert note in (tmp_path / "second.log").read_text()
 

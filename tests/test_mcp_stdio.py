@@ -85,7 +85,7 @@ async def test_stdio_server_end_to_end(tmp_path: Path) -> None:
                 assert result.is_error, f"{tool}({args}) should fail"
                 return text_of(result)
 
-            assert "Books: conjugate-scan" in await error("get_page", {"book": "nope", "page": 1})
+            assert "books: conjugate-scan" in await error("get_page", {"book": "nope", "page": 1})
             assert "pages 1-1" in await error("get_page", {"book": "conjugate-scan", "page": 0})
             assert "pages 1-1" in await error("get_page", {"book": "conjugate-scan", "page": 2})
             assert "invalid book id" in await error("get_page", {"book": "../corpus", "page": 1})
@@ -97,4 +97,7 @@ async def test_stdio_server_end_to_end(tmp_path: Path) -> None:
     assert lines, "the server's stdout was not captured"
     for line in lines:
         assert json.loads(line).get("jsonrpc") == "2.0", f"non-protocol output on stdout: {line[:200]}"
-    assert sorted(p.name for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["conjugate-scan", "notes"]
+    assert sorted(p.name for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "conjugate-scan",
+        "notes",
+    ]

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from ocr_backend import modal_app
-from ocr_backend.deepseek_runner import PROMPT
+from ocr_backend.deepseek import client, modal_app
+from ocr_backend.deepseek.deploy import deploy, deploy_command
+from ocr_backend.deepseek.runner import PROMPT
+from ocr_backend.errors import BookOcrError, EngineError
 from tests.deepseek_fakes import FakeLLM, jpeg, page_image
 
 
@@ -64,7 +66,9 @@ def test_the_class_ocrs_a_whole_batch_in_one_vllm_call(fake_vllm: dict[str, Any]
     assert llm_kwargs["model"] == "deepseek-ai/DeepSeek-OCR"
     assert llm_kwargs["logits_processors"] == [FakeNGramProcessor]
     assert llm_kwargs["enable_prefix_caching"] is False and llm_kwargs["mm_processor_cache_gb"] == 0
-    assert [o["text"].startswith("<|ref|>text<|/ref|>") and f"Page {n} says" in o["text"] for n, o in enumerate(out, 1)] == [True] * 40
+    assert [
+        o["text"].startswith("<|ref|>text<|/ref|>") and f"Page {n} says" in o["text"] for n, o in enumerate(out, 1)
+    ] == [True] * 40
     first = out[0]
     assert first["finish_reason"] == "stop" and first["prompt_tokens"] == 900 and first["output_tokens"] > 0
     assert first["model"] == "deepseek-ai/DeepSeek-OCR" and first["batch_size"] == 40
@@ -99,7 +103,10 @@ def test_a_model_that_does_not_load_is_reported_by_every_method(monkeypatch: pyt
     monkeypatch.setattr(modal_app, "build_llm", out_of_memory)
     engine = modal_app.DeepseekOcr()
     info = engine.info.local()  # the enter hook kept the error instead of crashing the container
-    assert "deepseek-ai/DeepSeek-OCR" in info["startup_error"] and "RuntimeError: CUDA out of memory" in info["startup_error"]
+    assert (
+        "deepseek-ai/DeepSeek-OCR" in info["startup_error"]
+        and "RuntimeError: CUDA out of memory" in info["startup_error"]
+    )
     out = engine.ocr.local([jpeg(page_image(1)), jpeg(page_image(2))], {})
     assert len(out) == 2 and all(o["startup_error"] == info["startup_error"] for o in out)
 
@@ -108,15 +115,44 @@ def test_class_settings_and_deploy_time_gpu_choice() -> None:
     spec = modal_app.DeepseekOcr._get_class_service_function()._spec_  # Modal's own record of the decorator
     assert spec.gpus == "A100"
     assert set(spec.volumes) == {modal_app.HF_CACHE, modal_app.VLLM_CACHE}
-    code = "import ocr_backend.modal_app as m; print(m.DeepseekOcr._get_class_service_function()._spec_.gpus, m.MAX_CONTAINERS, m.MODEL_ID)"
-    env = {**os.environ, "BOOKOCR_GPU": "H100", "BOOKOCR_MAX_CONTAINERS": "6", "BOOKOCR_DEEPSEEK_MODEL": "deepseek-ai/DeepSeek-OCR-2"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["H100", "6", "deepseek-ai/DeepSeek-OCR-2"]
+    code = (
+        "import ocr_backend.deepseek.modal_app as m; "
+        "print(m.DeepseekOcr._get_class_service_function()._spec_.gpus, m.MAX_CONTAINERS, m.MODEL_ID)"
+    )
+    _, env = deploy_command("H200", "deepseek-ai/DeepSeek-OCR-2", 6)  # what `bookocr deploy` hands the app
+    env = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = done.stdout.split()
+    assert out == ["H200", "6", "deepseek-ai/DeepSeek-OCR-2"]
 
 
-def test_deploy_command() -> None:
-    argv, env = modal_app.deploy_command("L40S", "deepseek-ai/DeepSeek-OCR-2", 2)
-    assert argv[1:] == ["-m", "modal", "deploy", "-m", "ocr_backend.modal_app"]
-    assert env["BOOKOCR_GPU"] == "L40S" and env["BOOKOCR_DEEPSEEK_MODEL"] == "deepseek-ai/DeepSeek-OCR-2" and env["BOOKOCR_MAX_CONTAINERS"] == "2"
+def test_deploy_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOOKOCR_MODAL_APP", raising=False)
+    argv, env = deploy_command("L40S", "deepseek-ai/DeepSeek-OCR-2", 2)
+    assert argv[1:] == ["-m", "modal", "deploy", "-m", "ocr_backend.deepseek.modal_app"]
+    assert argv[-1] == modal_app.__name__
+    assert (
+        env["BOOKOCR_GPU"] == "L40S"
+        and env["BOOKOCR_DEEPSEEK_MODEL"] == "deepseek-ai/DeepSeek-OCR-2"
+        and env["BOOKOCR_MAX_CONTAINERS"] == "2"
+    )
+    assert env["BOOKOCR_MODAL_APP"] == "bookocr"
     with pytest.raises(ValueError, match="not one of"):
-        modal_app.deploy_command("T4")
+        deploy_command("T4")
+    with pytest.raises(ValueError, match="at least 1"):
+        deploy_command("H100", max_containers=0)
+
+
+def test_deploy_runs_modal_deploy_and_says_why_it_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: True)
+    ran: list[dict[str, str]] = []
+    done = deploy("H200", run=lambda argv, env: ran.append(env) or 0)
+    assert done == {"deployed": True, "gpu": "H200", "model": "deepseek-ai/DeepSeek-OCR", "max_containers": 4}
+    assert ran[0]["BOOKOCR_GPU"] == "H200"
+    with pytest.raises(EngineError, match=r"`modal deploy` failed \(exit 1\)"):
+        deploy(run=lambda argv, env: 1)
+    with pytest.raises(BookOcrError, match="not one of"):
+        deploy("T4", run=lambda argv, env: 0)
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: False)
+    with pytest.raises(EngineError, match="no Modal token is configured: run `modal setup`"):
+        deploy(run=lambda argv, env: 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.normalize import normalize, tokenize
+from server.search.normalize import normalize, tokenize
 
 
 @pytest.mark.parametrize(
@@ -13,7 +13,10 @@ from server.normalize import normalize, tokenize
         (r"\operatorname {Gamma}(\theta |\alpha +1,\beta +y)", "Gamma(theta | alpha+1, beta+y)"),
         (r"\[\frac{1}{\sqrt{2\pi}} e^{-x^{2}/2}\]", "1/sqrt(2pi) e^(-x^2/2)"),
         (r"\left( \mathrm{Var}(X) \right) \quad \text{ and } \mathbb{E}[X]", "(Var(X)) and E[X]"),
-        (r"\( p(\lambda \mid y) \propto \lambda^{\alpha-1} e^{-\beta\lambda} \)", "p(lambda | y) = lambda^(alpha-1) e^(-beta lambda)"),
+        (
+            r"\( p(\lambda \mid y) \propto \lambda^{\alpha-1} e^{-\beta\lambda} \)",
+            "p(lambda | y) = lambda^(alpha-1) e^(-beta lambda)",
+        ),
         (r"\sum_{i=1}^{n} x_{i} \cdot \hat{\mu}", "sum_(i=1)^n x_i mu"),
         (r"\varepsilon \leq \infty", "epsilon infinity"),
     ],
@@ -30,7 +33,15 @@ def test_latex_commands_become_words_and_wrappers_vanish() -> None:
 
 @pytest.mark.parametrize(
     ("unicode", "latex"),
-    [("θ", r"\theta"), ("Γ(α, β)", r"\Gamma(\alpha, \beta)"), ("ϵ", r"\varepsilon"), ("µ", r"\mu"), ("𝜃", r"\theta"), ("2π", r"2\pi"), ("λ₁", r"\lambda_1")],
+    [
+        ("θ", r"\theta"),
+        ("Γ(α, β)", r"\Gamma(\alpha, \beta)"),
+        ("ϵ", r"\varepsilon"),
+        ("µ", r"\mu"),
+        ("𝜃", r"\theta"),
+        ("2π", r"2\pi"),
+        ("λ₁", r"\lambda_1"),
+    ],
 )
 def test_greek_letters_match_their_names(unicode: str, latex: str) -> None:
     assert normalize(unicode) == normalize(latex) != ""
@@ -71,5 +82,5 @@ def test_ocr_errors_stay_one_term_but_variables_split() -> None:
 
 def test_tokens_point_back_to_the_original_text() -> None:
     text = r"We set \theta = ﬁve."
-    spans = [(t.term, text[t.start:t.end]) for t in tokenize(text)]
+    spans = [(t.term, text[t.start : t.end]) for t in tokenize(text)]
     assert spans == [("we", "We"), ("set", "set"), ("theta", r"\theta"), ("five", "ﬁve")]

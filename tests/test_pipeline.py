@@ -12,8 +12,9 @@ from PIL import Image, ImageDraw
 
 from ocr_backend.engines import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.text_layer import TextLayerEngine
+from ocr_backend.errors import BookConflictError, BookLockedError, PageRangeError, UnknownBookError
 from server import runner
-from server.corpus import BookConflictError, BookLockedError, Corpus, PageRangeError, UnknownBookError
+from server.corpus import Corpus
 from server.runner import RunOptions, ocr_book, parse_pages
 from tests.conftest import numbered_text_pdf
 
@@ -85,8 +86,8 @@ def test_failed_page_is_recorded_in_place_and_redone_later(corpus: Corpus, text_
     state = ocr_book(corpus, text_pdf, RunOptions(engine="text-layer"), engine=CountingEngine(fail_pages={3}))
     assert state.failed == 1
     book = corpus.book("born-digital")
-    assert [(m or {}).get("status") for m in book.pages] == ["ok", "ok", "failed", "ok", "ok"]
-    assert "simulated engine crash" in book.pages[2]["reason"]
+    assert [m.status for m in book.pages] == ["ok", "ok", "failed", "ok", "ok"]
+    assert "simulated engine crash" in book.pages[2].reason
     assert not book.page_path(3).exists()
     document = (book.dir / "document.mmd").read_text()
     assert "<!-- page 3 -->" in document and "page 3 failed" in document
@@ -97,7 +98,7 @@ def test_failed_page_is_recorded_in_place_and_redone_later(corpus: Corpus, text_
     ocr_book(corpus, text_pdf, RunOptions(engine="text-layer"), engine=retry)
     assert retry.calls == [3]
     book = corpus.book("born-digital")
-    assert book.pages[2]["status"] == "ok" and book.pages[2]["attempts"] == 2
+    assert book.pages[2].status == "ok" and book.pages[2].attempts == 2
     assert book.state() == "complete"
 
 
@@ -116,7 +117,7 @@ def test_redo_reruns_done_pages_with_another_engine(corpus: Corpus, text_pdf: Pa
     engine = CountingEngine()
     ocr_book(corpus, text_pdf, RunOptions(engine="text-layer", pages="2,4", redo=True), engine=engine)
     assert sorted(engine.calls) == [2, 4]
-    assert [m["attempts"] for m in corpus.book("born-digital").pages] == [1, 2, 1, 2, 1]
+    assert [m.attempts for m in corpus.book("born-digital").pages] == [1, 2, 1, 2, 1]
 
 
 @pytest.mark.parametrize(
@@ -174,7 +175,11 @@ def test_folder_of_images_is_read_in_natural_order(corpus: Corpus, tmp_path: Pat
     ocr_book(corpus, folder, RunOptions(), engine=ImageSizeEngine())
     book = corpus.book("scans")
     assert book.page_count == 3
-    assert [book.read_page(n).markdown.strip() for n in (1, 2, 3)] == ["native [301, 400]", "native [302, 400]", "native [310, 400]"]
+    assert [book.read_page(n).markdown.strip() for n in (1, 2, 3)] == [
+        "native [301, 400]",
+        "native [302, 400]",
+        "native [310, 400]",
+    ]
 
 
 def test_multipage_tiff_gives_one_page_per_frame(corpus: Corpus, tmp_path: Path) -> None:
@@ -183,9 +188,14 @@ def test_multipage_tiff_gives_one_page_per_frame(corpus: Corpus, tmp_path: Path)
     frames[0].save(path, save_all=True, append_images=frames[1:])
     ocr_book(corpus, path, RunOptions(), engine=ImageSizeEngine())
     book = corpus.book("book")
-    assert [book.read_page(n).markdown.strip() for n in (1, 2, 3)] == ["native [200, 300]", "native [201, 300]", "native [202, 300]"]
-    assert book.pages[0]["render"]["width"] > book.pages[0]["render"]["height"] * 0.5
-    assert max(book.pages[0]["render"]["width"], book.pages[0]["render"]["height"]) == 1600
+    assert [book.read_page(n).markdown.strip() for n in (1, 2, 3)] == [
+        "native [200, 300]",
+        "native [201, 300]",
+        "native [202, 300]",
+    ]
+    render = book.pages[0].render
+    assert render["width"] > render["height"] * 0.5
+    assert max(render["width"], render["height"]) == 1600
 
 
 class SlowCancelEngine(TextLayerEngine):

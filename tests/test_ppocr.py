@@ -91,7 +91,9 @@ def test_detector_finds_the_same_boxes_as_rapidocr() -> None:
     page = Image.new("L", (900, 1200), 255)
     draw = ImageDraw.Draw(page)
     font = ImageFont.truetype("DejaVuSans.ttf", 22) if _has_dejavu() else ImageFont.load_default(22)
-    for row, words in enumerate(["Chapter 2", "The likelihood of the data under each model", "is weighed by the prior.", "37"]):
+    for row, words in enumerate(
+        ["Chapter 2", "The likelihood of the data under each model", "is weighed by the prior.", "37"]
+    ):
         draw.text((90 + 40 * (row % 2), 120 + 70 * row), words, fill=0, font=font)
     pixels = np.asarray(page.convert("RGB"))
 

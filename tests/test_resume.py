@@ -29,7 +29,11 @@ def _done_pages(manifest: Path) -> int:
 
 def _kill_mid_run(corpus: Path, pdf: Path) -> int:
     manifest = corpus / "book" / "manifest.json"
-    proc = subprocess.Popen(_cli(corpus, "ocr", str(pdf), "--book", "book", "--engine", "text-layer"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli(corpus, "ocr", str(pdf), "--book", "book", "--engine", "text-layer"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         done = _done_pages(manifest)
@@ -45,18 +49,29 @@ def _kill_mid_run(corpus: Path, pdf: Path) -> int:
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     pdf = numbered_text_pdf(tmp_path / "long.pdf", PAGES)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run(_cli(clean, "ocr", str(pdf), "--book", "book", "--engine", "text-layer"), check=True, capture_output=True)
+    subprocess.run(
+        _cli(clean, "ocr", str(pdf), "--book", "book", "--engine", "text-layer"), check=True, capture_output=True
+    )
 
     done_at_kill = _kill_mid_run(killed, pdf)
     assert 0 < done_at_kill < PAGES
-    result = subprocess.run(_cli(killed, "--json", "ocr", str(pdf), "--book", "book", "--engine", "text-layer"), check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        _cli(killed, "--json", "ocr", str(pdf), "--book", "book", "--engine", "text-layer"),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     summary = json.loads(result.stdout)
     assert summary["state"] == "complete" and summary["done"] == PAGES
     assert summary["run"]["skipped"] >= done_at_kill  # only the missing pages were redone
 
     clean_pages = sorted((clean / "book" / "pages").iterdir())
     killed_pages = sorted((killed / "book" / "pages").iterdir())
-    assert [p.name for p in killed_pages] == [p.name for p in clean_pages] == [f"page_{n:04d}.mmd" for n in range(1, PAGES + 1)]
+    assert (
+        [p.name for p in killed_pages]
+        == [p.name for p in clean_pages]
+        == [f"page_{n:04d}.mmd" for n in range(1, PAGES + 1)]
+    )
     for a, b in zip(clean_pages, killed_pages):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert (clean / "book" / "document.mmd").read_bytes() == (killed / "book" / "document.mmd").read_bytes()

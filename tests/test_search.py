@@ -7,8 +7,9 @@ import hashlib
 import pytest
 
 from ocr_backend.engines.base import PageResult
+from ocr_backend.errors import PageRangeError, UnknownBookError
 from ocr_backend.sources import SourceInfo
-from server.corpus import Book, Corpus, PageRangeError, UnknownBookError
+from server.corpus import Book, Corpus
 from server.search import SearchIndex, SearchResponse, parse_query, search_library
 
 FILLER = (
@@ -19,21 +20,30 @@ FILLER = (
 STATS_PAGES = [
     "# Priors\n\n" + FILLER + " The conjugate prior for the exponential rate is the Gamma distribution.",
     "# Posterior\n\nWith a Gamma prior and exponential data the posterior is\n\n"
-    r"\[ p(\lambda \mid y) = \operatorname {Gamma}(\lambda |\alpha +n,\beta +\sum_{i} y_{i}) \]" "\n\n" + FILLER,
-    "# Normal model\n\n" + FILLER + r" The density is \( \frac{1}{\sqrt{2\pi}\sigma} e^{-\frac{(x-\mu)^{2}}{2\sigma^{2}}} \).",
+    r"\[ p(\lambda \mid y) = \operatorname {Gamma}(\lambda |\alpha +n,\beta +\sum_{i} y_{i}) \]"
+    "\n\n" + FILLER,
+    "# Normal model\n\n"
+    + FILLER
+    + r" The density is \( \frac{1}{\sqrt{2\pi}\sigma} e^{-\frac{(x-\mu)^{2}}{2\sigma^{2}}} \).",
     "# Exercises\n\n" + FILLER + " Compute the posterior distribution of the rate and compare it with the prior.",
-    "# Remarks\n\n" + FILLER + " A distribution is called a prior when it is chosen before the data; the posterior comes after.",
+    "# Remarks\n\n"
+    + FILLER
+    + " A distribution is called a prior when it is chosen before the data; the posterior comes after.",
 ]
 
 
 def make_book(corpus: Corpus, book_id: str, pages: list[str], labels: list[str] | None = None) -> Book:
     """A finished book written through the corpus API, as a run leaves it (no PDF needed)."""
     digest = hashlib.sha256(book_id.encode()).hexdigest()
-    info = SourceInfo(path=f"/tmp/{book_id}.pdf", name=f"{book_id}.pdf", kind="pdf", sha256=digest, bytes=1, page_count=len(pages))
+    info = SourceInfo(
+        path=f"/tmp/{book_id}.pdf", name=f"{book_id}.pdf", kind="pdf", sha256=digest, bytes=1, page_count=len(pages)
+    )
     with corpus.lock(book_id):
         book = corpus.prepare_book(book_id, info, "text-layer")
         for number, markdown in enumerate(pages, start=1):
-            book.record(PageResult(number=number, markdown=markdown, status="ok", engine="text-layer", engine_version="test"))
+            book.record(
+                PageResult(number=number, markdown=markdown, status="ok", engine="text-layer", engine_version="test")
+            )
         if labels:
             book.set_labels([(label, "test") for label in labels])
         book.flush()
@@ -128,8 +138,37 @@ def test_paging_walks_the_same_order(library: Corpus) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ['"', '""', '"""', "*", "**", "NEAR", "NEAR(", "NEAR(a b, 2)", ":", "body:prior", "^", "-", "AND", "OR NOT", "(", ")",
-     "{}", "\\", "$$", "\\frac{", '"unclosed phrase', "'", "+", "*prefix", "\x00", "   ", "", "!@#$%^&*()", "\\(\\)"],
+    [
+        '"',
+        '""',
+        '"""',
+        "*",
+        "**",
+        "NEAR",
+        "NEAR(",
+        "NEAR(a b, 2)",
+        ":",
+        "body:prior",
+        "^",
+        "-",
+        "AND",
+        "OR NOT",
+        "(",
+        ")",
+        "{}",
+        "\\",
+        "$$",
+        "\\frac{",
+        '"unclosed phrase',
+        "'",
+        "+",
+        "*prefix",
+        "\x00",
+        "   ",
+        "",
+        "!@#$%^&*()",
+        "\\(\\)",
+    ],
 )
 def test_punctuation_and_fts5_syntax_never_raise(library: Corpus, query: str) -> None:
     result = search_library(library, query)
@@ -150,8 +189,8 @@ def test_results_serialise(library: Corpus) -> None:
 
 def test_labels_follow_the_manifest_when_set_later(library: Corpus) -> None:
     assert search_library(library, "gardening", books=["other"]).hits[0].label is None
-    book = library.book("other")
     with library.lock("other"):
+        book = library.book_for_writing("other")
         book.set_labels([("i", "test"), ("ii", "test"), ("iii", "test")])
         book.flush()
     assert search_library(library, "gardening", books=["other"], pages=(2, 2)).hits[0].label == "ii"
@@ -184,7 +223,9 @@ def test_add_page_replaces_the_old_text(corpus: Corpus) -> None:
 
 def test_a_typed_phrase_with_a_typo_finds_its_page_before_scattered_words(corpus: Corpus) -> None:
     scattered = ("theory " * 3 + FILLER + " groups " * 3 + FILLER + " concerned " * 3 + "symmetry ") * 2
-    make_book(corpus, "mixed", [scattered] * 4 + [FILLER + " The theory of groups is concerned with symmetry. " + FILLER])
+    make_book(
+        corpus, "mixed", [scattered] * 4 + [FILLER + " The theory of groups is concerned with symmetry. " + FILLER]
+    )
     assert pages_of(search_library(corpus, "theory of gruops is concerned with"))[0] == ("mixed", 5)
 
 

@@ -34,7 +34,11 @@ def test_a_book_is_searchable_while_its_ocr_runs(corpus: Corpus, tmp_path: Path)
 def test_a_rerun_that_replaces_a_book_drops_its_old_pages(corpus: Corpus, tmp_path: Path) -> None:
     ocr_book(corpus, numbered_text_pdf(tmp_path / "a.pdf", 5, words=5), RunOptions(book="swap", engine="text-layer"))
     assert search_library(corpus, "word5x1").total == 1
-    ocr_book(corpus, numbered_text_pdf(tmp_path / "b.pdf", 2, words=7), RunOptions(book="swap", engine="text-layer", replace=True))
+    ocr_book(
+        corpus,
+        numbered_text_pdf(tmp_path / "b.pdf", 2, words=7),
+        RunOptions(book="swap", engine="text-layer", replace=True),
+    )
     assert search_library(corpus, "word5x1").total == 0
     assert search_library(corpus, "word2x6").total == 1
 
@@ -97,7 +101,9 @@ def test_a_garbage_index_file_is_moved_aside_and_rebuilt(corpus: Corpus, caplog:
     (corpus.root / "index.sqlite").write_bytes(b"this is not a database at all" * 100)
     index._shared.ready_inode = None  # as a fresh process would find it
     assert search_library(corpus, "tigers").hits[0].page == 2
-    assert "not a usable bookocr search index" in caplog.text and "rebuilt it from the .mmd files (2 pages)" in caplog.text
+    assert (
+        "not a usable bookocr search index" in caplog.text and "rebuilt it from the .mmd files (2 pages)" in caplog.text
+    )
     assert len(list(corpus.root.glob("index.sqlite.bad-*"))) == 1
 
 
@@ -128,7 +134,11 @@ def test_a_foreign_sqlite_file_is_not_used(corpus: Corpus, caplog: pytest.LogCap
 
 
 def test_a_book_made_before_indexing_is_picked_up(corpus: Corpus, tmp_path: Path) -> None:
-    ocr_book(corpus, numbered_text_pdf(tmp_path / "old.pdf", 3, words=4), RunOptions(book="old", engine="text-layer", search_index=False))
+    ocr_book(
+        corpus,
+        numbered_text_pdf(tmp_path / "old.pdf", 3, words=4),
+        RunOptions(book="old", engine="text-layer", search_index=False),
+    )
     assert search_library(corpus, "word2x1").hits[0].book == "old"  # the first search of a process syncs it
 
 

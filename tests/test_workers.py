@@ -79,8 +79,10 @@ def test_a_page_that_always_kills_its_worker_fails_with_the_reason(corpus: Corpu
     assert page["status"] == "failed" and "killed by SIGKILL" in page["reason"] and "tried 2 times" in page["reason"]
 
 
-@pytest.mark.parametrize(("factory", "expected"), [("failing_reader", "the models are not here"),
-                                                   ("hanging_reader", "did not start within 1 s")])
+@pytest.mark.parametrize(
+    ("factory", "expected"),
+    [("failing_reader", "the models are not here"), ("hanging_reader", "did not start within 1 s")],
+)
 def test_a_worker_that_cannot_start_stops_the_run_before_the_corpus_is_touched(
     corpus: Corpus, tmp_path: Path, factory: str, expected: str
 ) -> None:
@@ -102,13 +104,16 @@ def test_closing_the_engine_ends_its_workers(tmp_path: Path) -> None:
 
 
 def test_workers_die_with_their_parent_even_when_it_is_killed(tmp_path: Path) -> None:
-    script = ("from tests.pool_engines import ScriptedPoolEngine\n"
-              "import time, sys\n"
-              "e = ScriptedPoolEngine(); e.start()\n"
-              "print(' '.join(str(w.process.pid) for w in e.pool().workers), flush=True)\n"
-              "time.sleep(60)\n")
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).resolve().parents[1])
+    script = (
+        "from tests.pool_engines import ScriptedPoolEngine\n"
+        "import time, sys\n"
+        "e = ScriptedPoolEngine(); e.start()\n"
+        "print(' '.join(str(w.process.pid) for w in e.pool().workers), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]  # type: ignore[union-attr]
         assert pids

@@ -7,10 +7,10 @@ import importlib
 import pkgutil
 from typing import Any
 
-from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
+from ocr_backend.engines.base import EngineOption, OcrEngine, PageInput, PageResult
 from ocr_backend.errors import EngineError
 
-__all__ = ["OcrEngine", "PageInput", "PageResult", "engine_classes", "create_engine"]
+__all__ = ["OcrEngine", "EngineOption", "PageInput", "PageResult", "engine_class", "engine_classes", "create_engine"]
 
 
 def engine_classes() -> dict[str, type[OcrEngine]]:
@@ -28,8 +28,13 @@ def engine_classes() -> dict[str, type[OcrEngine]]:
     return dict(sorted(found.items()))
 
 
-def create_engine(name: str, **options: Any) -> OcrEngine:
+def engine_class(name: str) -> type[OcrEngine]:
+    """The engine called ``name``; the one place an unknown engine is refused."""
     classes = engine_classes()
-    if name not in classes:
+    if not isinstance(name, str) or name not in classes:
         raise EngineError(f"unknown engine {name!r}; choose one of: {', '.join(classes)}")
-    return classes[name](**options)
+    return classes[name]
+
+
+def create_engine(name: str, **options: Any) -> OcrEngine:
+    return engine_class(name)(**options)

@@ -11,7 +11,7 @@ from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.local import LocalEngine
 from ocr_backend.engines.text_layer import TextLayerEngine
 from ocr_backend.errors import EngineError
-from ocr_backend.textlayer import judge_text_layer
+from ocr_backend.pdf_text import judge_text_layer
 
 _END = None
 POLL_S = 1.0  # how often a wait on the OCR thread checks that it is still alive

@@ -11,14 +11,71 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ocr_backend.textlayer import TextLayer
+    from ocr_backend.pdf_text import TextLayer
 
 PageStatus = Literal["ok", "fallback", "failed"]
+OptionType = type[str] | type[int] | type[float] | type[bool]
+
+
+@dataclass(frozen=True)
+class EngineOption:
+    """A setting an engine takes, declared once: the CLI makes ``--name`` of it, the MCP ``ocr_book`` tool
+    takes it in ``options``, and :meth:`OcrEngine.check_options` validates it for both. ``name`` is also
+    the keyword the engine's constructor takes."""
+
+    name: str
+    type: OptionType
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None  # for numbers
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, value: Any, engine: str) -> Any:
+        """The value as this option's type; raises EngineError saying what is wrong."""
+        from ocr_backend.errors import EngineError
+
+        wrong = EngineError(f"engine {engine!r}: option {self.name} must be {self.describe_type()}, not {value!r}")
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise wrong
+        if isinstance(value, bool) or (self.type is not str and isinstance(value, str) and not value.strip()):
+            raise wrong
+        try:
+            converted = self.type(value)
+        except (TypeError, ValueError):
+            raise wrong from None
+        if self.choices is not None and converted not in self.choices:
+            raise wrong
+        if self.minimum is not None and converted < self.minimum:
+            raise wrong
+        return converted
+
+    def describe_type(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        kind = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}[self.type]
+        return f"{kind} >= {self.minimum:g}" if self.minimum is not None else kind
+
+
+class Estimate(Protocol):
+    """What a run is expected to cost before it starts (an engine's own record, e.g. GPU seconds and dollars)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures, for JSON."""
+
+    def describe(self) -> str:
+        """One line for a person."""
 
 
 @dataclass
@@ -61,12 +118,43 @@ class OcrEngine(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    options: ClassVar[tuple[EngineOption, ...]] = ()  # what a user may set; the constructor takes them by name
+
+    def __init__(self, **_: Any) -> None:
+        """Engines are built with their checked options and ``pages_dir`` (where the book's page files go);
+        each takes what it uses."""
+
+    @classmethod
+    def check_options(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The user's option values, checked and converted (``None`` values dropped); raises EngineError
+        for an option this engine does not take or a value it cannot use."""
+        from ocr_backend.errors import EngineError
+
+        known = {option.name: option for option in cls.options}
+        checked = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name not in known:
+                takes = ", ".join(sorted(known)) or "no options"
+                raise EngineError(f"engine {cls.name!r} has no option {name!r}; it takes {takes}")
+            checked[name] = known[name].convert(value, cls.name)
+        return checked
+
+    @classmethod
+    def estimate(cls, pages: int, options: dict[str, Any]) -> Estimate | None:
+        """What OCRing ``pages`` pages with these (unchecked) option values would cost, or None when it
+        costs nothing but this machine's time. Checks the options as a run would."""
+        cls.check_options(options)
+        return None
 
     @abstractmethod
     def version(self) -> str:
         """Version string of the engine and its model, recorded per page in the manifest."""
 
-    def languages(self) -> list[str]:
+    @classmethod
+    def languages(cls) -> list[str]:
+        """Languages the engine reads (ISO 639-1 codes)."""
         return ["en"]
 
     def start(self) -> None:

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ocr_backend import clean as cleaning
-from ocr_backend.deepseek_client import (
+from ocr_backend.deepseek import clean as cleaning
+from ocr_backend.deepseek import pricing
+from ocr_backend.deepseek.client import (
     JPEG_QUALITY,
     DeadlineExceeded,
     ModalRemote,
@@ -42,19 +43,25 @@ from ocr_backend.deepseek_client import (
     startup_failure,
     user_error,
 )
-from ocr_backend.deepseek_runner import DEFAULT_MODEL, FIRST_ATTEMPT, RETRY_ATTEMPT, VLLM_VERSION, DecodeSettings
-from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
+from ocr_backend.deepseek.constants import (
+    CLASS_NAME,
+    DEFAULT_CONTAINERS,
+    DEFAULT_GPU,
+    DEFAULT_MODEL,
+    ENGINE,
+    GPU_CHOICES,
+    VLLM_VERSION,
+)
+from ocr_backend.deepseek.constants import app_name as default_app_name
+from ocr_backend.deepseek.runner import FIRST_ATTEMPT, RETRY_ATTEMPT, DecodeSettings
+from ocr_backend.engines.base import EngineOption, Estimate, OcrEngine, PageInput, PageResult
 from ocr_backend.errors import EngineError
-from ocr_backend.pricing import DEFAULT_GPU, page_cost
 
 logger = logging.getLogger(__name__)
 
-APP_NAME = "bookocr"  # keep in step with ocr_backend.modal_app (not imported: that pulls in modal)
-CLASS_NAME = "DeepseekOcr"
 BATCH_SIZE = 32  # dozens of pages per vLLM call: continuous batching needs a full queue
 MIN_BATCH = 4  # while a GPU may be idle, send what is ready once there is this much
 QUEUE_AHEAD = 2  # calls kept waiting behind the running ones, to hide upload latency
-CONTAINERS = 4
 BUFFER_BATCHES = 4  # encoded pages held ahead of the GPUs, in batches
 TRANSIENT_RETRIES = 3
 BACKOFF_S = 1.0
@@ -122,7 +129,13 @@ def plan_batch_size(
 class _Feeder:
     """Pulls pages from the runner, encodes them and holds them for the dispatcher."""
 
-    def __init__(self, pages: Iterable[PageInput], encode: Callable[[PageInput], _Job | PageResult], wake: threading.Event, max_buffered: int) -> None:
+    def __init__(
+        self,
+        pages: Iterable[PageInput],
+        encode: Callable[[PageInput], _Job | PageResult],
+        wake: threading.Event,
+        max_buffered: int,
+    ) -> None:
         self._pages = pages
         self._encode = encode
         self._wake = wake
@@ -202,10 +215,33 @@ def _in_thread(wake: threading.Event, fn: Callable[..., Any], *args: Any) -> Fut
     return future
 
 
+GPU_PRICE_OPTION = EngineOption(
+    "gpu_price", float, "the GPU's price in dollars per hour, for the estimate and the cost records", minimum=0
+)
+FIGURES_OPTION = EngineOption("figures", bool, "crop figures from the page and save them beside it")
+
+
 class DeepseekEngine(OcrEngine):
-    name = "deepseek"
+    name = ENGINE
     description = "DeepSeek-OCR on a deployed Modal GPU (math as LaTeX, tables as HTML); `bookocr deploy` first"
-    bills_gpu = True  # Modal bills the GPU time; a user's own GPU costs nothing unless priced
+    options = (
+        EngineOption("gpu", str, f"GPU to run on (default: what was deployed, {DEFAULT_GPU})", choices=GPU_CHOICES),
+        GPU_PRICE_OPTION,
+        FIGURES_OPTION,
+    )
+    bills_gpu: ClassVar[bool] = True  # Modal bills the GPU time; a user's own GPU costs nothing unless priced
+    estimate_containers: ClassVar[int] = DEFAULT_CONTAINERS
+
+    @classmethod
+    def estimate(cls, pages: int, options: dict[str, Any]) -> Estimate | None:
+        checked = cls.check_options(options)
+        price = checked.get("gpu_price")
+        if not cls.bills_gpu and price is None:
+            return None
+        try:
+            return pricing.estimate(pages, checked.get("gpu"), cls.estimate_containers, price)
+        except ValueError as exc:  # a GPU without a known price
+            raise EngineError(str(exc)) from None
 
     def __init__(
         self,
@@ -215,10 +251,11 @@ class DeepseekEngine(OcrEngine):
         gpu: str | None = None,
         gpu_price: float | None = None,
         model: str | None = None,
-        figures_dir: str | Path | None = None,
+        figures: bool = False,
+        pages_dir: str | Path | None = None,
         batch_size: int = BATCH_SIZE,
         min_batch: int = MIN_BATCH,
-        containers: int = CONTAINERS,
+        containers: int = DEFAULT_CONTAINERS,
         max_in_flight: int | None = None,
         jpeg_quality: int = JPEG_QUALITY,
         attempts: Sequence[DecodeSettings] = (FIRST_ATTEMPT, RETRY_ATTEMPT),
@@ -236,7 +273,9 @@ class DeepseekEngine(OcrEngine):
         self.gpu = gpu
         self.gpu_price = gpu_price
         self.model = model or DEFAULT_MODEL
-        self.figures_dir = Path(figures_dir) if figures_dir else None
+        self.figures_dir = Path(pages_dir) if figures and pages_dir is not None else None  # where crops are saved
+        if figures and self.figures_dir is None:
+            raise EngineError(f"engine {self.name!r}: figures are saved beside the pages; no pages folder was given")
         self.batch_size = max(1, batch_size)
         self.min_batch = max(1, min(min_batch, self.batch_size))
         self.containers = max(1, containers)
@@ -246,10 +285,16 @@ class DeepseekEngine(OcrEngine):
         self.transient_retries = transient_retries
         self.backoff_s = backoff_s
         self.network_check = network_check or check_network
-        self.app_name = app_name or _default_app_name()
+        self.app_name = app_name or default_app_name()
         self.sleep = sleep
-        self.startup_timeout_s = startup_timeout_s if startup_timeout_s is not None else _seconds_from_env(STARTUP_TIMEOUT_ENV, STARTUP_TIMEOUT_S)
-        self.page_timeout_s = page_timeout_s if page_timeout_s is not None else _seconds_from_env(PAGE_TIMEOUT_ENV, PAGE_TIMEOUT_S)
+        self.startup_timeout_s = (
+            startup_timeout_s
+            if startup_timeout_s is not None
+            else _seconds_from_env(STARTUP_TIMEOUT_ENV, STARTUP_TIMEOUT_S)
+        )
+        self.page_timeout_s = (
+            page_timeout_s if page_timeout_s is not None else _seconds_from_env(PAGE_TIMEOUT_ENV, PAGE_TIMEOUT_S)
+        )
 
     def version(self) -> str:
         return f"{self.model}+vllm-{VLLM_VERSION}"
@@ -272,7 +317,10 @@ class DeepseekEngine(OcrEngine):
         try:
             info = call_within(lambda: remote.info(timeout=timeout), timeout)
         except DeadlineExceeded:
-            raise self._startup_error(f"no answer within {timeout:g} s (its container may be failing at start-up, or no GPU of that type is free)") from None
+            raise self._startup_error(
+                f"no answer within {timeout:g} s (its container may be failing at start-up, or no GPU of that "
+                "type is free)"
+            ) from None
         except EngineError:
             raise
         except Exception as exc:
@@ -327,7 +375,15 @@ class DeepseekEngine(OcrEngine):
                     yield from future.result()
                 if feeder.error is not None:
                     raise feeder.error
-                size = plan_batch_size(feeder.buffered, feeder.exhausted, len(batches), self.containers, self.batch_size, self.min_batch, self.max_in_flight)
+                size = plan_batch_size(
+                    feeder.buffered,
+                    feeder.exhausted,
+                    len(batches),
+                    self.containers,
+                    self.batch_size,
+                    self.min_batch,
+                    self.max_in_flight,
+                )
                 if size:
                     batches.add(_in_thread(wake, self._process_batch, remote, feeder.take(size)))
                     continue
@@ -390,7 +446,9 @@ class DeepseekEngine(OcrEngine):
         outcome.failed.extend((job, states[job.number]) for job in todo)
         return outcome
 
-    def _call(self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings) -> tuple[list[dict[str, Any]] | None, str]:
+    def _call(
+        self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings
+    ) -> tuple[list[dict[str, Any]] | None, str]:
         """The remote call with backoff on transient errors; fatal ones, and a class that
         could not start, raise for the user. A call past its deadline fails its pages."""
         timeout = self.call_deadline(len(images))
@@ -415,9 +473,13 @@ class DeepseekEngine(OcrEngine):
             return outputs, ""
         return None, "unreachable"  # pragma: no cover - the loop always returns
 
-    def _accepted(self, job: _Job, output: dict[str, Any], page: cleaning.CleanPage, state: _PageState, attempt: int) -> PageResult:
+    def _accepted(
+        self, job: _Job, output: dict[str, Any], page: cleaning.CleanPage, state: _PageState, attempt: int
+    ) -> PageResult:
         if self.figures_dir is not None and any(f.box for f in page.figures):
-            page = cleaning.clean(state.last_text or "", decode_page(job.data), self.figures_dir, f"page_{job.number:04d}")
+            page = cleaning.clean(
+                state.last_text or "", decode_page(job.data), self.figures_dir, f"page_{job.number:04d}"
+            )
         flags = page.flags + (["retried"] if attempt > 1 else [])
         return PageResult(
             number=job.number,
@@ -453,7 +515,12 @@ class DeepseekEngine(OcrEngine):
             result.status = "fallback"
             result.reason = f"DeepSeek failed ({why}); used the {result.engine} engine"
         result.raw = state.last_text  # the failed DeepSeek output, kept for diagnosis
-        result.extra = {**result.extra, **self._cost({}, state), "attempts": len(state.reasons), "fallback_from": self.name}
+        result.extra = {
+            **result.extra,
+            **self._cost({}, state),
+            "attempts": len(state.reasons),
+            "fallback_from": self.name,
+        }
         return result
 
     def _cost(self, output: dict[str, Any], state: _PageState) -> dict[str, Any]:
@@ -462,7 +529,7 @@ class DeepseekEngine(OcrEngine):
         return {
             "gpu": gpu,
             "gpu_seconds": round(state.gpu_seconds, 4),
-            "cost_usd": round(page_cost(state.gpu_seconds, gpu, self.gpu_price), 8) if priced else 0.0,
+            "cost_usd": round(pricing.page_cost(state.gpu_seconds, gpu, self.gpu_price), 8) if priced else 0.0,
             "upload_bytes": state.upload_bytes,
         }
 
@@ -480,10 +547,6 @@ def judge(output: dict[str, Any], page: cleaning.CleanPage) -> str | None:
     if not page.markdown:
         return "no text came back"
     return None
-
-
-def _default_app_name() -> str:
-    return os.environ.get("BOOKOCR_MODAL_APP", APP_NAME)
 
 
 def _seconds_from_env(name: str, default: float) -> float:

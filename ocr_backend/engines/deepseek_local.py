@@ -1,6 +1,7 @@
 """Engine ``deepseek-local``: the same DeepSeek-OCR runner in this process, on your own CUDA GPU.
 
-Needs Linux, an NVIDIA GPU with ~16 GB or more, and ``pip install vllm==0.16.0``.
+Needs Linux, an NVIDIA GPU with ~16 GB or more, and vLLM (``pip install vllm==0.16.0``, the pin in
+:mod:`ocr_backend.deepseek.constants`).
 Everything else (batching, validation, retry, fallback, cleaning) is the
 ``deepseek`` engine's; only the remote is replaced by the runner itself.
 """
@@ -11,15 +12,16 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ocr_backend.deepseek_runner import DEFAULT_MODEL, VLLM_VERSION, DeepseekRunner, build_llm
-from ocr_backend.engines.deepseek import DeepseekEngine
+from ocr_backend.deepseek.constants import DEFAULT_MODEL, LOCAL_ENGINE, VLLM_REQUIREMENT, VLLM_VERSION
+from ocr_backend.deepseek.runner import DeepseekRunner, build_llm
+from ocr_backend.engines.deepseek import FIGURES_OPTION, GPU_PRICE_OPTION, DeepseekEngine
 from ocr_backend.errors import EngineError
 
 LOCAL_BATCH_SIZE = 48  # one GPU: bigger batches keep vLLM's queue full between calls
 
 
 class RunnerRemote:
-    """A :class:`~ocr_backend.deepseek_client.RemoteOcr` that calls a runner directly.
+    """A :class:`~ocr_backend.deepseek.client.RemoteOcr` that calls a runner directly.
 
     An in-process call cannot be cancelled: the engine abandons one past its deadline.
     The lock keeps the next call from entering vLLM (not thread-safe) while it still runs."""
@@ -28,12 +30,19 @@ class RunnerRemote:
         self.runner = runner
         self._lock = threading.Lock()
 
-    def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
+    def ocr(
+        self, images: Sequence[bytes], options: dict[str, Any], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         with self._lock:
             return self.runner.run(images, options)
 
     def info(self, timeout: float | None = None) -> dict[str, Any]:
-        return {"gpu": self.runner.gpu, "device": self.runner.device, "model": self.runner.model_id, "vllm": VLLM_VERSION}
+        return {
+            "gpu": self.runner.gpu,
+            "device": self.runner.device,
+            "model": self.runner.model_id,
+            "vllm": VLLM_VERSION,
+        }
 
 
 def load_local_runner(model: str = DEFAULT_MODEL) -> DeepseekRunner:
@@ -42,18 +51,23 @@ def load_local_runner(model: str = DEFAULT_MODEL) -> DeepseekRunner:
         import vllm  # noqa: F401
     except ImportError:
         raise EngineError(
-            f"deepseek-local needs vLLM on a CUDA machine: pip install vllm=={VLLM_VERSION}; "
+            f"deepseek-local needs vLLM on a CUDA machine: pip install {VLLM_REQUIREMENT}; "
             "or run DeepSeek-OCR on Modal with --engine deepseek"
         ) from None
     if not torch.cuda.is_available():
-        raise EngineError("deepseek-local needs an NVIDIA GPU with CUDA, and none was found; use --engine deepseek (Modal) or --engine local (CPU)")
+        raise EngineError(
+            "deepseek-local needs an NVIDIA GPU with CUDA, and none was found; use --engine deepseek (Modal) "
+            "or --engine local (CPU)"
+        )
     return DeepseekRunner(build_llm(model), model_id=model, gpu="local")
 
 
 class DeepseekLocalEngine(DeepseekEngine):
-    name = "deepseek-local"
+    name = LOCAL_ENGINE
     description = "DeepSeek-OCR with vLLM on this machine's own CUDA GPU"
+    options = (GPU_PRICE_OPTION, FIGURES_OPTION)  # the GPU is the one in this machine
     bills_gpu = False
+    estimate_containers = 1
 
     def __init__(self, runner: DeepseekRunner | None = None, model: str | None = None, **options: Any) -> None:
         options.setdefault("batch_size", LOCAL_BATCH_SIZE)

@@ -13,15 +13,17 @@ import os
 import threading
 import time
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ocr_backend import ppocr
 from ocr_backend.engines.base import PageInput, PageResult
 from ocr_backend.errors import EngineError
 from ocr_backend.layout import TextLine, build_markdown
 from ocr_backend.workers import PoolEngine, WorkerSpec
+
+if TYPE_CHECKING:  # the models (OpenCV, OpenVINO) are loaded only where pages are read: in the workers
+    from ocr_backend import ppocr
 
 MIN_LINE_SCORE = 0.5
 LOW_CONFIDENCE = 0.8
@@ -35,8 +37,12 @@ BOX_OVERHANG = 0.15
 DET_LONG_SIDE = 1280
 
 
-def _read_page(finder: ppocr.LineFinder, reader: ppocr.LineRecognizer, pixels: np.ndarray) -> list[tuple[np.ndarray, tuple[str, float]]]:
+def _read_page(
+    finder: ppocr.LineFinder, reader: ppocr.LineRecognizer, pixels: np.ndarray
+) -> list[tuple[np.ndarray, tuple[str, float]]]:
     """Each line's box (4 corner points) with its text and confidence."""
+    from ocr_backend import ppocr
+
     return [(box, reader.read(ppocr.crop_line(pixels, box))) for box in finder.find(pixels)]
 
 
@@ -81,15 +87,18 @@ class LocalEngine(PoolEngine):
             version = "unknown"
         return f"rapidocr-{version}+" + ("openvino-latin" if self.backend == "openvino" else "onnxruntime")
 
-    def languages(self) -> list[str]:
+    @classmethod
+    def languages(cls) -> list[str]:
         """Latin-script languages and Greek: the compact head on OpenVINO keeps only those scripts' characters."""
         latin = ["en", "de", "fr", "es", "it", "pt", "nl", "la", "el"]
-        return latin if self.backend == "openvino" else [*latin, "zh"]
+        return latin if default_backend() == "openvino" else [*latin, "zh"]
 
     def _models(self) -> tuple[ppocr.LineFinder, ppocr.LineRecognizer]:
         """This thread's detector and recogniser: a compiled model runs one inference at a time."""
         models = getattr(self._local, "models", None)
         if models is None:
+            from ocr_backend import ppocr
+
             build = ppocr.openvino_models if self.backend == "openvino" else ppocr.onnxruntime_models
             models = self._local.models = build(self.workers * self.threads, DET_LONG_SIDE)
         return models

@@ -24,7 +24,9 @@ class TextLayerEngine(OcrEngine):
         start = time.perf_counter()
         layer = page.text_layer
         if layer is None:
-            return PageResult.failed(page, self, "the source has no text layer (it is an image); use --engine local or auto")
+            return PageResult.failed(
+                page, self, "the source has no text layer (it is an image); use --engine local or auto"
+            )
         layout = build_markdown(layer.lines, layer.width, layer.height)
         flags = [] if layout.markdown else ["empty"]
         return PageResult(

@@ -1,7 +1,7 @@
 """Full-text search over the library: one SQLite FTS5 index per corpus, BM25 ranking.
 
 The index (``CORPUS/index.sqlite``) is derived data: every page's clean markdown, normalised by
-:mod:`server.normalize`, in a contentless FTS5 table, beside a ``pages`` table that keeps the
+:mod:`server.search.normalize`, in a contentless FTS5 table, beside a ``pages`` table that keeps the
 page text (for snippets) and its terms (for proximity and exact deletes), both compressed.
 Pages are added as the runner writes them, so a book can be searched while its OCR runs;
 ``reindex`` rebuilds everything from the ``.mmd`` files.
@@ -30,16 +30,16 @@ words (stopwords too) found as typed. ``score`` is ``tier`` + 0.5 where the term
 
 Modules: :mod:`.index` (the :class:`SearchIndex`: writes, rebuild and self-repair, searches,
 runner listeners), :mod:`.store` (the SQLite file: schema, connections, checks, row ids),
-:mod:`.manifests` (the books' manifests, read cheaply), :mod:`.query` (parsing),
+:mod:`.query` (parsing),
 :mod:`.vocabulary` (term page counts, near spellings), :mod:`.tiers` (the ladder of match
 expressions), :mod:`.ranking` (running the ladder: BM25, relevance, proximity),
 :mod:`.snippets`, :mod:`.results` (what a search returns).
 """
 
+from ocr_backend.errors import SearchIndexError
 from server.search.index import SearchIndex, index_listener, search_library, sync_book_quietly
 from server.search.query import STOPWORDS, parse_query
 from server.search.results import SearchHit, SearchResponse
-from server.search.store import SearchIndexError
 
 __all__ = [
     "STOPWORDS",

@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 from ocr_backend.engines.base import PageResult
-from ocr_backend.errors import BookOcrError
-from server.corpus import DONE_STATUSES, Book, Corpus, PageRangeError, UnknownBookError
-from server.normalize import NORMALIZER_VERSION, normalize
-from server.search.manifests import done_pages
+from ocr_backend.errors import BookOcrError, PageRangeError, UnknownBookError
+from server.corpus import DONE_STATUSES, Book, Corpus
+from server.search.normalize import NORMALIZER_VERSION, normalize
 from server.search.query import QueryGroup, read_query
 from server.search.ranking import rank_query
 from server.search.results import SearchHit, SearchResponse
@@ -106,7 +105,9 @@ class SearchIndex:
                 return
             if problem:
                 moved = move_aside(self.path)
-                self._rebuild_after(f"{self.path} is not a usable bookocr search index ({problem}); moved it to {moved.name}", rebuild)
+                self._rebuild_after(
+                    f"{self.path} is not a usable bookocr search index ({problem}); moved it to {moved.name}", rebuild
+                )
                 return
             shared.ready_inode = file_inode(self.path)
             return
@@ -159,9 +160,10 @@ class SearchIndex:
         return self._write(self._rebuild_all)
 
     def sync_book(self, book: Book | str) -> int:
-        """Bring one book's index in line with its manifest: add done pages missing, drop others. Returns pages changed."""
+        """Bring one book's index in line with its manifest: add done pages missing, drop others.
+        Returns pages changed."""
         source = book if isinstance(book, Book) else self.corpus.book(book)
-        done = set(done_pages(source.pages))
+        done = set(source.done_pages())
         conn = self._conn()
         num = self._book_number(conn, source.id, create=False)
         indexed = set() if num is None else {rowid & PAGE_MASK for rowid in book_rows(conn, num)}
@@ -179,7 +181,7 @@ class SearchIndex:
     def page_listener(self, book: Book, result: PageResult) -> None:
         """A runner :data:`~server.runner.PageListener`: index each page as it lands."""
         if result.status in DONE_STATUSES:
-            self.add_page(book.id, result.number, result.markdown, book.page_meta(result.number).get("label"))
+            self.add_page(book.id, result.number, result.markdown, book.page(result.number).label)
         else:
             self.remove_page(book.id, result.number)
 
@@ -235,10 +237,12 @@ class SearchIndex:
         """Delete pages; a contentless FTS5 row is deleted by handing back exactly the terms it was given."""
         deleted = 0
         for start in range(0, len(rowids), 500):
-            chunk = rowids[start:start + 500]
+            chunk = rowids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             old = conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", chunk).fetchall()
-            conn.executemany("INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", [(i, unpack(n)) for i, n in old])
+            conn.executemany(
+                "INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", [(i, unpack(n)) for i, n in old]
+            )
             conn.execute(f"DELETE FROM pages WHERE id IN ({marks})", chunk)
             deleted += len(old)
         count_pages(conn, -deleted)
@@ -248,7 +252,7 @@ class SearchIndex:
         num = self._book_number(conn, book.id, create=True)
         assert num is not None
         self._delete_rows(conn, book_rows(conn, num))
-        return self._insert_pages(conn, _book_pages(book, done_pages(book.pages)))
+        return self._insert_pages(conn, _book_pages(book, book.done_pages()))
 
     def _rebuild_all(self, conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO fts(fts) VALUES('delete-all')")
@@ -267,7 +271,11 @@ class SearchIndex:
                 continue
             count += self._replace_book(conn, book)
         marks = ",".join("?" * len(book_ids))
-        conn.execute(f"DELETE FROM books WHERE book NOT IN ({marks}) AND num NOT IN (SELECT DISTINCT id >> {PAGE_BITS} FROM pages)", book_ids)
+        conn.execute(
+            f"DELETE FROM books WHERE book NOT IN ({marks}) AND num NOT IN (SELECT DISTINCT id >> {PAGE_BITS} "
+            "FROM pages)",
+            book_ids,
+        )
         return count
 
     # --- reading ---------------------------------------------------------------------------
@@ -286,13 +294,17 @@ class SearchIndex:
         """
         conn = self._conn()
         shared = self._shared
-        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('epoch', 'generation', 'pages')").fetchall())
+        meta = dict(
+            conn.execute("SELECT key, value FROM meta WHERE key IN ('epoch', 'generation', 'pages')").fetchall()
+        )
         epoch, generation = meta.get("epoch", ""), int(meta.get("generation", 0))
         vocab = shared.vocabulary
         if vocab is None or vocab.epoch != epoch:
             if not load:
                 return None
-            vocab = Vocabulary(epoch, generation, dict(conn.execute("SELECT term, doc FROM temp.vocab")), int(meta.get("pages", 0)))
+            vocab = Vocabulary(
+                epoch, generation, dict(conn.execute("SELECT term, doc FROM temp.vocab")), int(meta.get("pages", 0))
+            )
             shared.vocabulary = vocab
         elif vocab.generation < generation:
             rows = conn.execute("SELECT norm FROM pages WHERE gen > ?", (vocab.generation,)).fetchall()
@@ -317,14 +329,24 @@ class SearchIndex:
             return self._search(query, books, pages, limit, offset, started)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc):
-                raise SearchIndexError(f"the search index {self.path} cannot be read ({exc}); try again, or run `bookocr reindex`") from exc
+                raise SearchIndexError(
+                    f"the search index {self.path} cannot be read ({exc}); try again, or run `bookocr reindex`"
+                ) from exc
             with self._shared.lock:
                 moved = move_aside(self.path)
                 self._shared.ready_inode = None
                 self._rebuild_after(f"{self.path} is corrupt ({exc}); moved it to {moved.name}")
             return self._search(query, books, pages, limit, offset, started)
 
-    def _search(self, query: str, books: list[str] | None, pages: tuple[int, int] | None, limit: int, offset: int, started: float) -> SearchResponse:
+    def _search(
+        self,
+        query: str,
+        books: list[str] | None,
+        pages: tuple[int, int] | None,
+        limit: int,
+        offset: int,
+        started: float,
+    ) -> SearchResponse:
         conn = self._conn()
         self._sync_stale_books()
         book_nums = self._book_filter(conn, books)
@@ -337,11 +359,18 @@ class SearchIndex:
         hits = self._hits(conn, ranked, parsed.groups)
         return SearchResponse(query, total, offset, limit, _ms(started), hits)
 
-    def _hits(self, conn: sqlite3.Connection, ranked: list[tuple[float, int]], groups: list[QueryGroup]) -> list[SearchHit]:
+    def _hits(
+        self, conn: sqlite3.Connection, ranked: list[tuple[float, int]], groups: list[QueryGroup]
+    ) -> list[SearchHit]:
         if not ranked:
             return []
         marks = ",".join("?" * len(ranked))
-        stored = {r: (label, text) for r, label, text in conn.execute(f"SELECT id, label, text FROM pages WHERE id IN ({marks})", [r for _, r in ranked])}
+        stored = {
+            r: (label, text)
+            for r, label, text in conn.execute(
+                f"SELECT id, label, text FROM pages WHERE id IN ({marks})", [r for _, r in ranked]
+            )
+        }
         names = {num: book for book, num in self._all_book_numbers(conn).items()}
         hits = []
         for score, rowid in ranked:
@@ -349,9 +378,16 @@ class SearchIndex:
                 continue
             label, blob = stored[rowid]
             book, page = names.get(rowid >> PAGE_BITS, "?"), rowid & PAGE_MASK
-            label = self._shared.manifests.label(book, page, label)
+            label = self._current_label(book, page, label)
             hits.append(SearchHit(book, page, label, round(score, 4), make_snippet(unpack(blob), groups)))
         return hits
+
+    def _current_label(self, book_id: str, page: int, indexed: str | None) -> str | None:
+        """The page's printed label as its manifest says now (labels are refitted after the page was indexed)."""
+        try:
+            return self.corpus.book(book_id).page(page).label
+        except BookOcrError:
+            return indexed
 
     def _all_book_numbers(self, conn: sqlite3.Connection) -> dict[str, int]:
         return dict(conn.execute("SELECT book, num FROM books").fetchall())
@@ -365,17 +401,23 @@ class SearchIndex:
 
     # --- keeping the index in line with the corpus ---------------------------------------------
     def _sync_stale_books(self) -> None:
-        """Now and then, index books whose manifest lists done pages the index lacks (made before indexing, or a failed run)."""
+        """Now and then, index books whose manifest lists done pages the index lacks
+        (made before indexing, or a failed run)."""
         shared = self._shared
         if time.monotonic() - shared.last_sync < SYNC_EVERY_S:
             return
         shared.last_sync = time.monotonic()
         conn = self._conn()
-        counts = dict(conn.execute("SELECT id >> ?, count(*) FROM pages GROUP BY id >> ?", (PAGE_BITS, PAGE_BITS)).fetchall())
+        counts = dict(
+            conn.execute("SELECT id >> ?, count(*) FROM pages GROUP BY id >> ?", (PAGE_BITS, PAGE_BITS)).fetchall()
+        )
         numbers = self._all_book_numbers(conn)
         for book_id in self.corpus.book_ids():
-            found = shared.manifests.read(book_id)
-            if found is None or len(found[1]) == counts.get(numbers.get(book_id, -1), 0) or self.corpus.is_locked(book_id):
+            try:
+                done = len(self.corpus.book(book_id).done_pages())
+            except BookOcrError:
+                continue
+            if done == counts.get(numbers.get(book_id, -1), 0) or self.corpus.is_locked(book_id):
                 continue
             try:
                 self.sync_book(book_id)
@@ -424,7 +466,9 @@ def index_listener(corpus: Corpus) -> Callable[[Book, PageResult], None]:
             index.page_listener(book, result)
         except Exception as exc:  # the OCR run matters more than its index
             failed.set()
-            log.warning("bookocr: search indexing stopped for %s (%s); run `bookocr reindex %s` later", book.id, exc, book.id)
+            log.warning(
+                "bookocr: search indexing stopped for %s (%s); run `bookocr reindex %s` later", book.id, exc, book.id
+            )
 
     return listen
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.normalize import terms
+from server.search.normalize import terms
 
 MAX_QUERY_TERMS = 32
 MAX_SEQUENCE = 64

@@ -23,7 +23,15 @@ ORDER_WEIGHT = 0.5  # weight of "consecutive terms adjacent, in the typed order"
 SEQUENCE_WEIGHT = 3.0  # weight of "the typed words, stopwords too, run on the page as typed" (squared share)
 
 
-def rank_query(conn: sqlite3.Connection, parsed: ParsedQuery, stats: TermStats, where: str, params: list[Any], offset: int, limit: int) -> tuple[int, list[tuple[float, int]]]:
+def rank_query(
+    conn: sqlite3.Connection,
+    parsed: ParsedQuery,
+    stats: TermStats,
+    where: str,
+    params: list[Any],
+    offset: int,
+    limit: int,
+) -> tuple[int, list[tuple[float, int]]]:
     """Walk the query's tier ladder (see :mod:`server.search`) until ``offset + limit`` pages are found.
 
     Returns the total of the tiers searched and (score, rowid) of the hits ranked offset..offset+limit.
@@ -36,7 +44,9 @@ def rank_query(conn: sqlite3.Connection, parsed: ParsedQuery, stats: TermStats, 
     step: Step | None = None
     for step in plan.steps(lambda: total < needed):
         match = step.match if not earlier else f"({step.match}) NOT ({' OR '.join(f'({m})' for m in earlier)})"
-        found = _rank_tier(conn, match, where, params, parsed, plan.stats, step.band, max(0, offset - total), needed - total)
+        found = _rank_tier(
+            conn, match, where, params, parsed, plan.stats, step.band, max(0, offset - total), needed - total
+        )
         ranked.extend(found.hits)
         total += found.size
         earlier.append(step.match)
@@ -45,7 +55,17 @@ def rank_query(conn: sqlite3.Connection, parsed: ParsedQuery, stats: TermStats, 
     return total, ranked[:limit]
 
 
-def _rank_tier(conn: sqlite3.Connection, match: str, where: str, params: list[Any], parsed: ParsedQuery, stats: TermStats, band: float, start: int, stop: int) -> _TierRows:
+def _rank_tier(
+    conn: sqlite3.Connection,
+    match: str,
+    where: str,
+    params: list[Any],
+    parsed: ParsedQuery,
+    stats: TermStats,
+    band: float,
+    start: int,
+    stop: int,
+) -> _TierRows:
     """The tier's size and its hits ranked start..stop (BM25 re-ranked by proximity in fixed blocks)."""
     hits: list[tuple[float, int]] = []
     size: int | None = None
@@ -60,7 +80,7 @@ def _rank_tier(conn: sqlite3.Connection, match: str, where: str, params: list[An
             if len(rows) < hi - lo:
                 size = lo + len(rows)
             reranked = _rerank(conn, rows, parsed, band, stats)
-            hits.extend(reranked[max(start - lo, 0):max(0, min(stop - lo, len(reranked)))])
+            hits.extend(reranked[max(start - lo, 0) : max(0, min(stop - lo, len(reranked)))])
             if size is not None:
                 break
     if size is None:
@@ -72,7 +92,9 @@ def _count_matches(conn: sqlite3.Connection, match: str, where: str, params: lis
     return int(conn.execute(f"SELECT count(*) FROM fts WHERE fts MATCH ?{where}", [match, *params]).fetchone()[0])
 
 
-def _rerank(conn: sqlite3.Connection, rows: list[tuple[int, float]], parsed: ParsedQuery, band: float, stats: TermStats) -> list[tuple[float, int]]:
+def _rerank(
+    conn: sqlite3.Connection, rows: list[tuple[int, float]], parsed: ParsedQuery, band: float, stats: TermStats
+) -> list[tuple[float, int]]:
     """Order one block: FTS5's BM25 for one exact term or phrase; else BM25 over the query's groups
     (a group's spellings count as one term, so a rare misspelling weighs no more than the word)
     times the proximity factor."""
@@ -82,12 +104,17 @@ def _rerank(conn: sqlite3.Connection, rows: list[tuple[int, float]], parsed: Par
         scored = [(-bm25, rowid) for rowid, bm25 in rows]
     else:
         marks = ",".join("?" * len(rows))
-        pages = {rowid: unpack(norm) for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows])}
+        pages = {
+            rowid: unpack(norm)
+            for rowid, norm in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", [r for r, _ in rows])
+        }
         average = sum(text.count(" ") + 1 for text in pages.values()) / max(1, len(pages))
         weights = group_idf(parsed.groups, stats)
         options = sequence_options(parsed)
         matcher = PageMatcher(parsed.groups)
-        scored = [(page_relevance(pages.get(rowid, ""), matcher, options, weights, average), rowid) for rowid, _ in rows]
+        scored = [
+            (page_relevance(pages.get(rowid, ""), matcher, options, weights, average), rowid) for rowid, _ in rows
+        ]
     scored.sort(key=lambda item: (-item[0], item[1]))
     return [(band + 0.5 * relevance / (1.0 + relevance), rowid) for relevance, rowid in scored]
 
@@ -131,7 +158,7 @@ class PageMatcher:
             found: set[int] = set()
             for variant in group.variants:
                 for start in where.get(variant[0], ()):
-                    if len(variant) == 1 or tokens[start:start + len(variant)] == list(variant):
+                    if len(variant) == 1 or tokens[start : start + len(variant)] == list(variant):
                         found.add(start)
             found_all.append(sorted(found)[:POSITIONS_KEPT])
         return found_all
@@ -160,7 +187,9 @@ def group_idf(groups: list[QueryGroup], stats: TermStats) -> list[float]:
     return weights
 
 
-def page_relevance(norm: str, matcher: PageMatcher, sequence: list[set[str]], weights: list[float], average_length: float) -> float:
+def page_relevance(
+    norm: str, matcher: PageMatcher, sequence: list[set[str]], weights: list[float], average_length: float
+) -> float:
     """BM25 over the query's groups, times :func:`proximity_factor`."""
     tokens = norm.split(" ") if norm else []
     groups = matcher.groups
@@ -170,7 +199,9 @@ def page_relevance(norm: str, matcher: PageMatcher, sequence: list[set[str]], we
     return score * proximity_factor(tokens, groups, sequence, positions)
 
 
-def proximity_factor(tokens: list[str], groups: list[QueryGroup], sequence: list[set[str]], positions: list[list[int]]) -> float:
+def proximity_factor(
+    tokens: list[str], groups: list[QueryGroup], sequence: list[set[str]], positions: list[list[int]]
+) -> float:
     """1 and up: more when the terms sit close, in the typed order, and (stopwords too) run as typed."""
     present = [i for i, p in enumerate(positions) if p]
     if len(present) < 2:
@@ -196,10 +227,16 @@ def _longest_typed_run(tokens: list[str], sequence: list[set[str]], anchors: lis
     best = 0
     for page_at, query_at in anchors:
         left = 0
-        while page_at - left > 0 and query_at - left > 0 and tokens[page_at - left - 1] in sequence[query_at - left - 1]:
+        while (
+            page_at - left > 0 and query_at - left > 0 and tokens[page_at - left - 1] in sequence[query_at - left - 1]
+        ):
             left += 1
         right = 0
-        while page_at + right + 1 < len(tokens) and query_at + right + 1 < len(sequence) and tokens[page_at + right + 1] in sequence[query_at + right + 1]:
+        while (
+            page_at + right + 1 < len(tokens)
+            and query_at + right + 1 < len(sequence)
+            and tokens[page_at + right + 1] in sequence[query_at + right + 1]
+        ):
             right += 1
         best = max(best, left + right + 1)
     return best

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.normalize import tokenize_fast
+from server.search.normalize import tokenize_fast
 from server.search.query import QueryGroup
 
 SNIPPET_CHARS = 220

@@ -16,10 +16,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ocr_backend.errors import BookOcrError
-from server.corpus import PageRangeError
-from server.normalize import NORMALIZER_VERSION
-from server.search.manifests import Manifests
+from ocr_backend.errors import PageRangeError, SearchIndexError
+from server.search.normalize import NORMALIZER_VERSION
 from server.search.vocabulary import Vocabulary
 
 INDEX_FILE = "index.sqlite"
@@ -45,10 +43,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
 """
 
 
-class SearchIndexError(BookOcrError):
-    pass
-
-
 class Shared:
     """Per-process state of one index file, shared by every SearchIndex on it."""
 
@@ -59,7 +53,6 @@ class Shared:
         self.ready_inode: int | None = None
         self.vocabulary: Vocabulary | None = None
         self.last_sync = 0.0
-        self.manifests = Manifests(str(path.parent))
         self.notice: str | None = None
 
 
@@ -101,7 +94,13 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     conn.executemany(
         "INSERT OR IGNORE INTO meta VALUES(?, ?)",
-        [("format", INDEX_FORMAT), ("normalizer", str(NORMALIZER_VERSION)), ("generation", "0"), ("epoch", uuid.uuid4().hex), ("pages", "0")],
+        [
+            ("format", INDEX_FORMAT),
+            ("normalizer", str(NORMALIZER_VERSION)),
+            ("generation", "0"),
+            ("epoch", uuid.uuid4().hex),
+            ("pages", "0"),
+        ],
     )
 
 
@@ -159,7 +158,12 @@ def is_corruption(exc: sqlite3.DatabaseError) -> bool:
 
 def book_rows(conn: sqlite3.Connection, num: int) -> list[int]:
     """Row ids of the indexed pages of book number ``num``."""
-    return [r for (r,) in conn.execute("SELECT id FROM pages WHERE id BETWEEN ? AND ?", (num << PAGE_BITS, num << PAGE_BITS | PAGE_MASK))]
+    return [
+        r
+        for (r,) in conn.execute(
+            "SELECT id FROM pages WHERE id BETWEEN ? AND ?", (num << PAGE_BITS, num << PAGE_BITS | PAGE_MASK)
+        )
+    ]
 
 
 def rowid_filter(book_nums: list[int] | None, pages: tuple[int, int] | None) -> tuple[str, list[Any]]:

@@ -142,7 +142,7 @@ def _matched(groups: list[QueryGroup]) -> list[QueryGroup]:
     if len(rare) >= wanted:
         return rare
     common = sorted((g for g in groups if g.common), key=lambda g: g.pages)
-    kept = {id(g) for g in rare + common[:wanted - len(rare)]}
+    kept = {id(g) for g in rare + common[: wanted - len(rare)]}
     return [g for g in groups if id(g) in kept]
 
 

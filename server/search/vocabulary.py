@@ -83,7 +83,9 @@ class Vocabulary:
             buckets[length] = (old_names + names, np.concatenate([old_masks, masks]))
         self._buckets = buckets
 
-    def near(self, term: str, keep: Callable[[str], bool] | None = None, limit: int | None = MAX_EXPANSIONS) -> list[str]:
+    def near(
+        self, term: str, keep: Callable[[str], bool] | None = None, limit: int | None = MAX_EXPANSIONS
+    ) -> list[str]:
         """Indexed terms within :func:`max_edits` of ``term`` that ``keep`` accepts, closest and most common first."""
         edits = max_edits(term)
         if edits == 0:
@@ -113,7 +115,9 @@ class TermStats:
     """Page counts of terms for one search: from the vocabulary when this process holds it, else
     looked up term by term, so that a query the exact tier answers never waits for the whole of it."""
 
-    def __init__(self, conn: sqlite3.Connection, vocabulary: Callable[[bool], Vocabulary | None], page_count: Callable[[], int]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, vocabulary: Callable[[bool], Vocabulary | None], page_count: Callable[[], int]
+    ) -> None:
         """``vocabulary(load)``: the index's vocabulary, None unless held or ``load``; ``page_count()``: its pages."""
         self._conn = conn
         self._vocabulary = vocabulary
@@ -132,7 +136,9 @@ class TermStats:
     def __contains__(self, term: str) -> bool:
         return self.doc_freq(term) > 0
 
-    def near(self, term: str, keep: Callable[[str], bool] | None = None, limit: int | None = MAX_EXPANSIONS) -> list[str]:
+    def near(
+        self, term: str, keep: Callable[[str], bool] | None = None, limit: int | None = MAX_EXPANSIONS
+    ) -> list[str]:
         if self._vocab is None:
             self._vocab = self._vocabulary(True)
         assert self._vocab is not None

@@ -28,7 +28,16 @@ GREEK_NAMES = (
     "sigma tau upsilon phi chi psi omega"
 ).split()
 _GREEK_LOWER = "αβγδεζηθικλμνξοπρστυφχψω"
-_GREEK_VARIANTS = {"ς": "sigma", "ϑ": "theta", "ϕ": "phi", "ϖ": "pi", "ϱ": "rho", "ϵ": "epsilon", "ϰ": "kappa", "ϐ": "beta"}
+_GREEK_VARIANTS = {
+    "ς": "sigma",
+    "ϑ": "theta",
+    "ϕ": "phi",
+    "ϖ": "pi",
+    "ϱ": "rho",
+    "ϵ": "epsilon",
+    "ϰ": "kappa",
+    "ϐ": "beta",
+}
 GREEK_CHAR_NAMES: dict[str, str] = {
     **{c: n for c, n in zip(_GREEK_LOWER, GREEK_NAMES)},
     **{c.upper(): n for c, n in zip(_GREEK_LOWER, GREEK_NAMES) if c != "ς"},
@@ -55,8 +64,17 @@ SILENT_COMMANDS = frozenset(
     """.split()
 )
 COMMAND_ALIASES = {
-    "varepsilon": "epsilon", "vartheta": "theta", "varphi": "phi", "varpi": "pi", "varrho": "rho",
-    "varsigma": "sigma", "varkappa": "kappa", "infty": "infinity", "top": "t", "intercal": "t", "transpose": "t",
+    "varepsilon": "epsilon",
+    "vartheta": "theta",
+    "varphi": "phi",
+    "varpi": "pi",
+    "varrho": "rho",
+    "varsigma": "sigma",
+    "varkappa": "kappa",
+    "infty": "infinity",
+    "top": "t",
+    "intercal": "t",
+    "transpose": "t",
 }
 WORD_ALIASES = {"inf": "infinity", "infty": "infinity"}  # how people type the symbol
 SYMBOL_NAMES = {"∑": "sum", "∏": "prod", "∫": "int", "√": "sqrt", "∞": "infinity", "∂": "partial", "∇": "nabla"}
@@ -71,7 +89,8 @@ _SCANNER = re.compile(
     r"|<\|ref\|>.*?<\|/ref\|>|<\|det\|>.*?<\|/det\|>|<\|[a-z_/]{1,20}\|>"  # DeepSeek grounding tags
     rf"|</?(?:{_HTML_TAGS})\b[^<>]{{0,300}}>"  # HTML tags (a bare '<' in maths is left alone)
     r"|\]\([^)\s]{0,500}\)"  # the URL half of a markdown link or image
-    r"|\\(?:begin|end|label|tag|ref|eqref|cite|hspace|vspace|color)\*?\s*\{[^{}]{0,100}\}"  # commands whose argument is no text
+    # commands whose argument is no text
+    r"|\\(?:begin|end|label|tag|ref|eqref|cite|hspace|vspace|color)\*?\s*\{[^{}]{0,100}\}"
     r"|\\[^a-zA-Z])"  # escaped characters, \( \[ \, \\ and friends
     r"|(?P<cmd>\\[a-zA-Z]+)\*?"
     r"|(?P<entity>&(?:[a-zA-Z]{2,10}|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});)"
@@ -83,7 +102,9 @@ _GREEK_SPLIT = re.compile("([" + "".join(GREEK_CHAR_NAMES) + "])")
 _LETTER_DIGITS = re.compile(r"^([a-z])([0-9]+)$")  # x2, a11: a variable with its index or power
 _DIGITS_LETTERS = re.compile(r"^([0-9]+)([a-z]+)$")  # 2pi, 3x: a coefficient and what it multiplies
 _GREEK_DIGITS = re.compile(r"^(" + "|".join(GREEK_NAMES) + r")([0-9]+)$")  # alpha1
-_DIFFERENTIAL = re.compile(r"^(d)([a-np-z]|" + "|".join(GREEK_NAMES) + r")$")  # dx, dθ: \mathrm{d} x as typed (not "do")
+_DIFFERENTIAL = re.compile(
+    r"^(d)([a-np-z]|" + "|".join(GREEK_NAMES) + r")$"
+)  # dx, dθ: \mathrm{d} x as typed (not "do")
 
 
 class Token(NamedTuple):

@@ -1,16 +1,16 @@
 """The deployed Modal app: DeepSeek-OCR on vLLM, one engine per GPU container.
 
-Deploy with ``bookocr deploy`` (which runs ``modal deploy -m ocr_backend.modal_app``).
+Deploy with ``bookocr deploy`` (which runs ``modal deploy -m ocr_backend.deepseek.modal_app``).
 Deploy-time choices come from the environment, so the same file serves every GPU
-and model without edits:
+and model without edits (names and defaults in :mod:`ocr_backend.deepseek.constants`):
 
-    BOOKOCR_GPU             A100 (default, 40 GB), A100-80GB, H100, L40S
+    BOOKOCR_GPU             A100 (default, 40 GB), A100-80GB, H100, H200, L40S
     BOOKOCR_DEEPSEEK_MODEL  deepseek-ai/DeepSeek-OCR (default) or deepseek-ai/DeepSeek-OCR-2
     BOOKOCR_MAX_CONTAINERS  how many GPUs one library job may fan out to (default 4)
     BOOKOCR_MODAL_APP       the app name (default "bookocr")
 
-Nothing here imports torch or vLLM at module level: the client imports this file
-only for names, and tests run the class body in-process with ``.local()``.
+Nothing here imports torch or vLLM at module level: tests run the class body
+in-process with ``.local()``.
 """
 
 from __future__ import annotations
@@ -20,18 +20,25 @@ from typing import Any
 
 import modal
 
-from ocr_backend.deepseek_runner import DEFAULT_MODEL, VLLM_VERSION, DeepseekRunner, build_llm, cuda_device_name
+from ocr_backend.deepseek.constants import (
+    CLASS_NAME,
+    CONTAINERS_ENV,
+    DEFAULT_CONTAINERS,
+    DEFAULT_GPU,
+    DEFAULT_MODEL,
+    GPU_ENV,
+    MODEL_ENV,
+    SCALEDOWN_WINDOW_S,
+    VLLM_REQUIREMENT,
+    VLLM_VERSION,
+    app_name,
+)
+from ocr_backend.deepseek.runner import DeepseekRunner, build_llm, cuda_device_name
 
-APP_NAME = os.environ.get("BOOKOCR_MODAL_APP", "bookocr")
-CLASS_NAME = "DeepseekOcr"
-GPU_CHOICES = ("A100", "A100-80GB", "H100", "L40S")
-DEFAULT_GPU = "A100"
-GPU = os.environ.get("BOOKOCR_GPU", DEFAULT_GPU)
-MODEL_ID = os.environ.get("BOOKOCR_DEEPSEEK_MODEL", DEFAULT_MODEL)
-MAX_CONTAINERS = int(os.environ.get("BOOKOCR_MAX_CONTAINERS", "4"))
-# Long enough to bridge the gap between two books of a library job, short enough
-# that an idle container costs cents, not dollars, after the last book.
-SCALEDOWN_WINDOW_S = 120
+APP_NAME = app_name()
+GPU = os.environ.get(GPU_ENV, DEFAULT_GPU)
+MODEL_ID = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+MAX_CONTAINERS = int(os.environ.get(CONTAINERS_ENV, DEFAULT_CONTAINERS))
 BATCH_TIMEOUT_S = 15 * 60  # a 64-page batch of worst-case 8192-token pages still fits
 HF_CACHE = "/root/.cache/huggingface"
 VLLM_CACHE = "/root/.cache/vllm"
@@ -46,8 +53,8 @@ compile_volume = modal.Volume.from_name("bookocr-vllm-cache", create_if_missing=
 image = (
     modal.Image.from_registry("nvidia/cuda:12.8.1-devel-ubuntu22.04", add_python="3.12")
     .entrypoint([])
-    .uv_pip_install(f"vllm=={VLLM_VERSION}", "pillow>=10")
-    .env({"BOOKOCR_GPU": GPU, "BOOKOCR_DEEPSEEK_MODEL": MODEL_ID})
+    .uv_pip_install(VLLM_REQUIREMENT, "pillow>=10")
+    .env({GPU_ENV: GPU, MODEL_ENV: MODEL_ID})
     .add_local_python_source("ocr_backend")
 )
 
@@ -98,26 +105,14 @@ class DeepseekOcr:
         that could not be decoded; startup_error on every page when the model did not load.
         """
         if self.runner is None:
-            failed = {"text": "", "finish_reason": "error", "error": self.startup_error, "startup_error": self.startup_error}
+            failed = {
+                "text": "",
+                "finish_reason": "error",
+                "error": self.startup_error,
+                "startup_error": self.startup_error,
+            }
             return [dict(failed) for _ in images]
         return self.runner.run(images, options)
 
 
-def deploy_command(gpu: str = DEFAULT_GPU, model: str = DEFAULT_MODEL, max_containers: int = MAX_CONTAINERS, app_name: str = APP_NAME) -> tuple[list[str], dict[str, str]]:
-    """The ``modal deploy`` command line and the environment that carries the choices."""
-    import sys
-
-    if gpu not in GPU_CHOICES:
-        raise ValueError(f"GPU {gpu!r} is not one of {', '.join(GPU_CHOICES)}")
-    if max_containers < 1:
-        raise ValueError("max containers must be at least 1")
-    env = {
-        "BOOKOCR_GPU": gpu,
-        "BOOKOCR_DEEPSEEK_MODEL": model,
-        "BOOKOCR_MAX_CONTAINERS": str(max_containers),
-        "BOOKOCR_MODAL_APP": app_name,
-    }
-    return [sys.executable, "-m", "modal", "deploy", "-m", "ocr_backend.modal_app"], env
-
-
-__all__ = ["APP_NAME", "CLASS_NAME", "GPU_CHOICES", "DEFAULT_GPU", "app", "DeepseekOcr", "deploy_command", "load_runner"]
+__all__ = ["APP_NAME", "CLASS_NAME", "app", "DeepseekOcr", "load_runner"]

@@ -108,7 +108,9 @@ def encode_page(image: Image.Image, quality: int = JPEG_QUALITY, max_long_side: 
     """Compact bytes for one page: JPEG, or PNG when that is smaller for a grey page."""
     if max(image.size) > max_long_side:
         scale = max_long_side / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+        )
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
     out = io.BytesIO()
@@ -148,7 +150,10 @@ def user_error(exc: BaseException, app_name: str, class_name: str) -> EngineErro
     if name == "NotFoundError":
         return EngineError(f"the Modal class {app_name}/{class_name} is not deployed in your workspace: {DEPLOY_HINT}")
     if name == "PermissionDeniedError":
-        return EngineError(f"your Modal token may not use {app_name}/{class_name} ({exc}); check the workspace with `modal profile list`")
+        return EngineError(
+            f"your Modal token may not use {app_name}/{class_name} ({exc}); check the workspace with `modal "
+            "profile list`"
+        )
     return EngineError(f"Modal error {name}: {exc}")
 
 
@@ -217,7 +222,9 @@ class ModalRemote:
         except Exception as exc:
             if error_kind(exc) == "fatal":
                 raise user_error(exc, self.app_name, self.class_name) from None
-            raise EngineError(f"cannot look up the Modal class {self.app_name}/{self.class_name}: {type(exc).__name__}: {exc}") from exc
+            raise EngineError(
+                f"cannot look up the Modal class {self.app_name}/{self.class_name}: {type(exc).__name__}: {exc}"
+            ) from exc
         if self.gpu:
             cls = cls.with_options(gpu=self.gpu)
         self._obj = cls()
@@ -245,7 +252,10 @@ class ModalRemote:
         try:
             function = getattr(self._obj, method)
         except modal.exception.NotFoundError:
-            raise EngineError(f"the deployed class {self.app_name}/{self.class_name} has no `{method}` method: it is older than this bookocr; {DEPLOY_HINT}") from None
+            raise EngineError(
+                f"the deployed class {self.app_name}/{self.class_name} has no `{method}` method: it is older "
+                f"than this bookocr; {DEPLOY_HINT}"
+            ) from None
         call = function.spawn(*args)
         with self._lock:
             self._pending[id(call)] = call

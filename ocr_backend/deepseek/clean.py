@@ -256,4 +256,14 @@ def _compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data, 9)))
 
 
-__all__ = ["Block", "CleanPage", "Figure", "clean", "detect_repetition", "parse_blocks", "parse_boxes", "tidy", "strip_eos"]
+__all__ = [
+    "Block",
+    "CleanPage",
+    "Figure",
+    "clean",
+    "detect_repetition",
+    "parse_blocks",
+    "parse_boxes",
+    "tidy",
+    "strip_eos",
+]

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"  # "deepseek-ai/DeepSeek-OCR-2" works too
-VLLM_VERSION = "0.16.0"  # first release with both DeepseekOCRForCausalLM and DeepseekOCR2ForCausalLM
+from ocr_backend.deepseek.constants import DEFAULT_MODEL, GPU_ENV
+
 PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 TABLE_CELL_TOKEN_IDS = frozenset({128821, 128822})  # <td>, </td>: a table may repeat them
 MAX_MODEL_LEN = 8192
@@ -109,7 +109,7 @@ class DeepseekRunner:
         self.llm = llm
         self.model_id = model_id
         self.make_params = make_params or sampling_params
-        self.gpu = gpu or os.environ.get("BOOKOCR_GPU", "")
+        self.gpu = gpu or os.environ.get(GPU_ENV, "")
         self.device = device if device is not None else cuda_device_name()
         self.clock = clock
 
@@ -120,7 +120,11 @@ class DeepseekRunner:
         """
         settings = DecodeSettings.from_dict(options)
         decoded = [_decode(data) for data in images]
-        requests = [{"prompt": settings.prompt, "multi_modal_data": {"image": img}} for img in decoded if not isinstance(img, str)]
+        requests = [
+            {"prompt": settings.prompt, "multi_modal_data": {"image": img}}
+            for img in decoded
+            if not isinstance(img, str)
+        ]
         start = self.clock()
         outputs = self.llm.generate(requests, self.make_params(settings), use_tqdm=False) if requests else []
         elapsed = self.clock() - start
@@ -167,8 +171,6 @@ def _share_gpu_time(results: list[dict[str, Any]], elapsed: float) -> None:
 
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "VLLM_VERSION",
     "PROMPT",
     "DecodeSettings",
     "FIRST_ATTEMPT",

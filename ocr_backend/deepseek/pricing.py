@@ -1,4 +1,4 @@
-"""GPU prices and the cost of a DeepSeek run: the estimate before, the record after.
+"""GPU prices and the cost of a DeepSeek run: the estimate before, the tally after.
 
 Prices are Modal's per-second list prices (2026); override one with ``--gpu-price``
 (dollars per GPU-hour) or all of them with ``BOOKOCR_GPU_PRICES`` (a JSON object of
@@ -7,7 +7,8 @@ dollars per GPU-hour by GPU name).
 Throughput is a planning figure, not a measurement from this project: DeepSeek
 report ~2,500 output tokens/s (200k+ pages a day) on one A100-40GB with vLLM; a
 dense book page is ~1,000-1,500 output tokens, so 1.5 pages/s on an A100 leaves
-room. The others are scaled by their usual vLLM decode speed relative to an A100.
+room. The others are scaled by their usual vLLM decode speed relative to an A100
+(the H200 from the H100 by its memory bandwidth, 4.8 against 3.35 TB/s, rounded down).
 """
 
 from __future__ import annotations
@@ -15,19 +16,24 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ocr_backend.deepseek.constants import DEFAULT_CONTAINERS, DEFAULT_GPU, SCALEDOWN_WINDOW_S
+
+if TYPE_CHECKING:
+    from ocr_backend.engines.base import PageResult
 
 PRICE_PER_SECOND = {
     "A100": 0.000583,  # 40 GB
     "A100-80GB": 0.000694,
     "H100": 0.001097,
+    "H200": 0.001261,
     "L40S": 0.000542,
     "L4": 0.000222,
 }
-PAGES_PER_SECOND = {"A100": 1.5, "A100-80GB": 1.6, "H100": 2.5, "L40S": 0.9, "L4": 0.35}
+PAGES_PER_SECOND = {"A100": 1.5, "A100-80GB": 1.6, "H100": 2.5, "H200": 3.0, "L40S": 0.9, "L4": 0.35}
 COLD_START_S = 90.0  # load 6.7 GB from the Volume, profile memory, capture CUDA graphs
-DEFAULT_GPU = "A100"
-DEFAULT_CONTAINERS = 4
 MIN_PAGES_PER_CONTAINER = 32  # below this a further container costs a cold start for little gain
 
 
@@ -64,7 +70,9 @@ def price_per_second(gpu: str | None, override_per_hour: float | None = None) ->
 
 
 @dataclass(frozen=True)
-class Estimate:
+class GpuEstimate:
+    """What a run of ``pages`` is expected to cost on ``containers`` x ``gpu``."""
+
     pages: int
     gpu: str
     containers: int  # containers the run is expected to use
@@ -97,7 +105,8 @@ class Estimate:
     def describe(self) -> str:
         return (
             f"{self.pages} page(s) on {self.containers} x {self.gpu} "
-            f"(${self.price_per_second * 3600:.2f}/GPU-hour): ~{self.gpu_seconds:.0f} GPU-s of OCR = ${self.compute_usd:.2f}; "
+            f"(${self.price_per_second * 3600:.2f}/GPU-hour): ~{self.gpu_seconds:.0f} GPU-s of OCR = "
+            f"${self.compute_usd:.2f}; "
             f"with cold starts and the idle window ~${self.total_usd:.2f}; ~{self.wall_seconds / 60:.1f} min wall"
         )
 
@@ -107,8 +116,9 @@ def estimate(
     gpu: str | None = None,
     containers: int = DEFAULT_CONTAINERS,
     override_per_hour: float | None = None,
-    scaledown_s: float = 120.0,
-) -> Estimate:
+    scaledown_s: float = SCALEDOWN_WINDOW_S,
+) -> GpuEstimate:
+    """Raises ValueError for a GPU with no known price (and no override)."""
     key = gpu_key(gpu)
     rate = price_per_second(key, override_per_hour)
     per_page = 1.0 / PAGES_PER_SECOND.get(key, PAGES_PER_SECOND[DEFAULT_GPU])
@@ -116,7 +126,7 @@ def estimate(
     gpu_seconds = pages * per_page
     overhead = used * (COLD_START_S + scaledown_s)
     wall = (COLD_START_S + gpu_seconds / used) if used else 0.0
-    return Estimate(pages, key, used, gpu_seconds, overhead, rate, wall)
+    return GpuEstimate(pages, key, used, gpu_seconds, overhead, rate, wall)
 
 
 def page_cost(gpu_seconds: float, gpu: str | None, override_per_hour: float | None = None) -> float:
@@ -127,4 +137,49 @@ def page_cost(gpu_seconds: float, gpu: str | None, override_per_hour: float | No
         return 0.0
 
 
-__all__ = ["PRICE_PER_SECOND", "PAGES_PER_SECOND", "Estimate", "estimate", "gpu_key", "page_cost", "price_per_second"]
+@dataclass
+class CostTally:
+    """A runner page listener that adds up the GPU seconds and dollars a run spent."""
+
+    pages: int = 0
+    gpu_seconds: float = 0.0
+    cost_usd: float = 0.0
+    gpus: set[str] = field(default_factory=set)
+
+    def __call__(self, book: Any, result: PageResult) -> None:
+        extra = result.extra or {}
+        if "gpu_seconds" not in extra:
+            return
+        self.pages += 1
+        self.gpu_seconds += float(extra.get("gpu_seconds") or 0.0)
+        self.cost_usd += float(extra.get("cost_usd") or 0.0)
+        if extra.get("gpu"):
+            self.gpus.add(str(extra["gpu"]))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pages": self.pages,
+            "gpu_seconds": round(self.gpu_seconds, 2),
+            "cost_usd": round(self.cost_usd, 4),
+            "gpus": sorted(self.gpus),
+        }
+
+    def describe(self) -> str:
+        per_page = self.gpu_seconds / self.pages if self.pages else 0.0
+        on = f" on {', '.join(sorted(self.gpus))}" if self.gpus else ""
+        return (
+            f"GPU: {self.gpu_seconds:.1f} s{on} for {self.pages} page(s) ({per_page:.2f} s/page), "
+            f"${self.cost_usd:.4f} of OCR work (container start-up and idle time are billed on top)"
+        )
+
+
+__all__ = [
+    "PRICE_PER_SECOND",
+    "PAGES_PER_SECOND",
+    "CostTally",
+    "GpuEstimate",
+    "estimate",
+    "gpu_key",
+    "page_cost",
+    "price_per_second",
+]

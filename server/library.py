@@ -1,0 +1,484 @@
+"""The library: everything bookocr does with books, as typed calls.
+
+The two shells, the CLI (:mod:`server.cli`) and the MCP server (:mod:`server.mcp_server`), only parse
+arguments and format what these calls return; neither builds a corpus path or reads a manifest field.
+Errors are :mod:`ocr_backend.errors` types whose messages say what to do next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocr_backend.deepseek.pricing import CostTally
+from ocr_backend.engines import engine_class, engine_classes
+from ocr_backend.engines.base import Estimate
+from ocr_backend.errors import BookOcrError, PageRangeError, UnknownBookError
+from server.contents import Contents, book_contents
+from server.corpus import Book, Corpus, PageRecord, PageView, check_book_id
+from server.jobs import Job, JobManager
+from server.runner import PageListener, Progress, ProgressFn, RunOptions, parse_pages, plan_run, run_plan
+
+MAX_LISTED_PAGES = 50  # failed / flagged page lists are cut here to keep answers small
+
+
+# --- what the calls return ----------------------------------------------------------------------------
+@dataclass
+class BookStatus:
+    """Where a book stands. ``state``: queued | running | running-elsewhere | complete |
+    complete-with-failures | incomplete | error; ``detail`` is "stalled" when a run has gone quiet."""
+
+    book: str
+    state: str
+    pages: int
+    done: int  # pages with text: ok + fallback
+    ok: int
+    fallback: int
+    failed: int
+    pending: int
+    engine: str | None
+    engines_used: list[str]
+    quality_flags: list[str]
+    flagged_pages: dict[str, list[int]]  # the first MAX_LISTED_PAGES of each
+    failed_pages: list[int]  # the first MAX_LISTED_PAGES
+    source: str
+    source_path: str
+    updated: float | None = None
+    eta_s: float | None = None
+    pages_per_s: float | None = None
+    error: str | None = None
+    detail: str | None = None
+    stalled_s: float | None = None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PageText:
+    """One page as a reader gets it."""
+
+    book: str
+    page: int
+    page_count: int
+    label: str | None  # the number printed on the page, when known
+    label_source: str | None
+    status: str  # ok | fallback | failed | pending
+    engine: str | None
+    flags: list[str]
+    reason: str
+    markdown: str
+
+    @property
+    def body(self) -> str:
+        """The text, or what to do about a page that has none."""
+        if self.status in ("ok", "fallback"):
+            return self.markdown.strip() or "(this page has no text: it is blank or a picture)"
+        if self.status == "failed":
+            why = f": {self.reason}" if self.reason else ""
+            return (
+                f"(OCR failed on page {self.page}{why}. Look at the scan, or run the OCR again to retry failed pages.)"
+            )
+        return f"(page {self.page} has no text yet: OCR has not reached it.)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PageRange:
+    """Pages ``pages[0].page`` to ``pages[-1].page``; cut short (``truncated``) when the answer grew too large."""
+
+    book: str
+    page_count: int
+    pages: list[PageText]
+    requested_last: int
+    truncated: bool
+    book_state: str
+
+    @property
+    def first(self) -> PageText:
+        return self.pages[0]
+
+    @property
+    def last(self) -> PageText:
+        return self.pages[-1]
+
+    @property
+    def continue_from(self) -> int | None:
+        return self.last.page + 1 if self.truncated else None
+
+
+@dataclass
+class RunSummary:
+    """What one OCR run did, and where the book stands after it."""
+
+    run: Progress
+    status: BookStatus
+    document: Path
+    cost: CostTally
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {**self.status.as_dict(), "run": self.run.as_dict(), "document": str(self.document)}
+        if self.cost.pages:
+            data["gpu"] = self.cost.as_dict()
+        return data
+
+
+@dataclass
+class EngineInfo:
+    name: str
+    description: str
+    languages: list[str]
+    options: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- the library ----------------------------------------------------------------------------------------
+class Library:
+    """One corpus, with background OCR jobs for the MCP server (``jobs``)."""
+
+    def __init__(self, corpus: Corpus, jobs: JobManager | None = None) -> None:
+        self.corpus = corpus
+        self.jobs = jobs or JobManager(corpus)
+
+    # --- books -------------------------------------------------------------------------------------
+    def book_ids(self) -> list[str]:
+        """Stored books and those a job of this process is just starting."""
+        return sorted(set(self.corpus.book_ids()) | set(self.jobs.active_books()))
+
+    def open_book(self, book_id: str) -> Book:
+        """The book as readers should see it: a running job's live copy, else the stored one."""
+        check_book_id(book_id)
+        job = self.jobs.job(book_id)
+        if job is not None and job.active and job.live_book is not None:
+            return job.live_book
+        if not self.corpus.has_book(book_id):
+            raise self.unknown_book(book_id)
+        return self.corpus.book(book_id)
+
+    def unknown_book(self, book_id: str) -> UnknownBookError:
+        books = self.book_ids()
+        if not books:
+            return UnknownBookError(
+                f"no book {book_id!r}: the library ({self.corpus.root}) is empty; add a book by OCRing a file"
+            )
+        shown = ", ".join(books[:MAX_LISTED_PAGES]) + (
+            f" and {len(books) - MAX_LISTED_PAGES} more" if len(books) > MAX_LISTED_PAGES else ""
+        )
+        return UnknownBookError(f"no book {book_id!r} in the library ({self.corpus.root}); books: {shown}")
+
+    def status(self, book_id: str) -> BookStatus:
+        check_book_id(book_id)
+        job = self.jobs.job(book_id)
+        if self.corpus.has_book(book_id) or (job is not None and job.active and job.live_book is not None):
+            status = stored_status(self.open_book(book_id))
+        elif job is not None:
+            status = _new_book_status(job)
+        else:
+            raise self.unknown_book(book_id)
+        if job is not None:
+            _overlay_job(status, job)
+        if status.state == "running" and not (job is not None and job.active):
+            status.state = "running-elsewhere"  # locked, not by a job of this process
+        status.message = next_step(status)
+        return status
+
+    def statuses(self) -> list[BookStatus]:
+        return [self.status(book_id) for book_id in self.book_ids()]
+
+    # --- reading -----------------------------------------------------------------------------------
+    def read_pages(
+        self,
+        book_id: str,
+        page: int | None = None,
+        *,
+        printed: str | int | None = None,
+        to_page: int | None = None,
+        to_printed: str | int | None = None,
+        max_chars: int | None = None,
+        max_pages: int | None = None,
+    ) -> PageRange:
+        """A page, or a range, chosen by PDF page number or by printed label; a range stops early (and says
+        so) once it holds ``max_pages`` pages or ``max_chars`` characters, never before its first page."""
+        book = self.open_book(book_id)
+        first = _first_page(book, page, printed)
+        last = _last_page(book, first, to_page, to_printed)
+        pages: list[PageText] = []
+        size = 0
+        for number in range(first, last + 1):
+            text = page_text(book.read_page(number))
+            size += len(text.markdown) + 40
+            if pages and (
+                (max_chars is not None and size > max_chars) or (max_pages is not None and len(pages) >= max_pages)
+            ):
+                return PageRange(book.id, book.page_count, pages, last, True, book.state())
+            pages.append(text)
+        return PageRange(book.id, book.page_count, pages, last, False, book.state())
+
+    def document(self, book_id: str) -> str:
+        """The whole book with page markers, as ``document.mmd`` has it (composed afresh while a run writes it)."""
+        book = self.open_book(book_id)
+        job = self.jobs.job(book.id)
+        stored = book.dir / "document.mmd"
+        if stored.exists() and not (job is not None and job.active):
+            return stored.read_text(encoding="utf-8")
+        return book.document_text()
+
+    def document_path(self, book_id: str) -> Path:
+        return self.open_book(book_id).dir / "document.mmd"
+
+    def contents(self, book_id: str) -> Contents:
+        return book_contents(self.open_book(book_id))
+
+    def search(
+        self,
+        query: str,
+        books: list[str] | None = None,
+        pages: str | tuple[int, int] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> Any:
+        """Search the library (see :mod:`server.search`); ``pages`` is "FIRST-LAST" or a pair."""
+        from server.search import search_library
+
+        for book_id in books or []:
+            self.open_book(book_id)  # an unknown book is an error that lists the books
+        span = parse_span(pages) if isinstance(pages, str) else pages
+        return search_library(self.corpus, query, books=books, pages=span, limit=limit, offset=offset)
+
+    def reindex(self, book_id: str | None = None) -> dict[str, Any]:
+        from server.search import SearchIndex
+
+        index = SearchIndex(self.corpus)
+        started = time.perf_counter()
+        pages = index.reindex(book_id)
+        seconds = time.perf_counter() - started
+        size = sum(
+            p.stat().st_size
+            for p in index.path.parent.glob(index.path.name + "*")
+            if p.name.endswith(("sqlite", "-wal"))
+        )
+        return {"book": book_id, "pages": pages, "seconds": round(seconds, 3), "index": str(index.path), "bytes": size}
+
+    def reclean(self, book_id: str, figures: bool = False, wait: bool | float = False) -> Any:
+        """Clean a book's DeepSeek pages again from their raw output (no GPU); the index follows."""
+        from server.reclean import reclean_book
+        from server.search import SearchIndex
+
+        report = reclean_book(self.corpus, book_id, figures=figures, wait=wait)
+        if report.changed:
+            SearchIndex(self.corpus).reindex(book_id)
+        return report
+
+    # --- OCR ---------------------------------------------------------------------------------------
+    def engines(self) -> list[EngineInfo]:
+        return [
+            EngineInfo(
+                name,
+                cls.description,
+                cls.languages(),
+                [{"name": o.name, "type": o.describe_type(), "help": o.help} for o in cls.options],
+            )
+            for name, cls in engine_classes().items()
+        ]
+
+    def estimate(self, path: str | Path, options: RunOptions) -> tuple[int, Estimate | None]:
+        """Pages and expected cost of OCRing ``path`` (None: the engine runs here, at no cost); writes nothing."""
+        plan = plan_run(self.corpus, path, options)
+        plan.close()
+        return len(plan.pages), engine_class(options.engine).estimate(len(plan.pages), plan.options.engine_options)
+
+    def ocr(
+        self,
+        path: str | Path,
+        options: RunOptions,
+        progress: ProgressFn | None = None,
+        listeners: Iterable[PageListener] = (),
+        cancel: threading.Event | None = None,
+    ) -> RunSummary:
+        """OCR (or resume) a book here and now."""
+        cost = CostTally()
+        result = run_plan(
+            self.corpus, plan_run(self.corpus, path, options), progress, listeners=[cost, *listeners], cancel=cancel
+        )
+        return RunSummary(result, self.status(result.book), self.document_path(result.book), cost)
+
+    def start(self, path: str | Path, options: RunOptions, retry_failed: bool = False) -> str:
+        """Check the request at once, then OCR in the background (see :class:`~server.jobs.JobManager`)."""
+        return self.jobs.start(path, options, retry_failed)
+
+    def shutdown(self) -> bool:
+        return self.jobs.shutdown()
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def page_text(view: PageView) -> PageText:
+    r = view.record
+    return PageText(
+        view.book,
+        view.number,
+        view.page_count,
+        r.label,
+        r.label_source,
+        r.status,
+        r.engine,
+        list(r.flags),
+        r.reason,
+        view.markdown,
+    )
+
+
+def stored_status(book: Book) -> BookStatus:
+    counts = book.counts()
+    records = [r for r in book.pages if r is not None]
+    return BookStatus(
+        book=book.id,
+        state=book.state(),
+        pages=book.page_count,
+        done=counts["ok"] + counts["fallback"],
+        ok=counts["ok"],
+        fallback=counts["fallback"],
+        failed=counts["failed"],
+        pending=counts["pending"],
+        engine=book.engine,
+        engines_used=sorted({r.engine for r in records if r.engine}),
+        quality_flags=sorted({f for r in records for f in r.flags}),
+        flagged_pages={flag: pages[:MAX_LISTED_PAGES] for flag, pages in book.flagged_pages().items()},
+        failed_pages=book.pages_with("failed")[:MAX_LISTED_PAGES],
+        source=book.source_name,
+        source_path=book.source_path,
+        updated=book.manifest.get("updated"),
+    )
+
+
+def _new_book_status(job: Job) -> BookStatus:
+    """A job whose book folder does not exist yet (it is queued, or just starting)."""
+    n = job.source.page_count
+    return BookStatus(
+        book=job.book,
+        state=job.state,
+        pages=n,
+        done=0,
+        ok=0,
+        fallback=0,
+        failed=0,
+        pending=n,
+        engine=job.options.engine,
+        engines_used=[],
+        quality_flags=[],
+        flagged_pages={},
+        failed_pages=[],
+        source=job.source.name,
+        source_path=job.source.path,
+    )
+
+
+def _overlay_job(status: BookStatus, job: Job) -> None:
+    status.engine = job.options.engine
+    if job.active:
+        status.state = job.state
+        if job.progress is not None:
+            status.eta_s = None if job.progress.eta is None else round(job.progress.eta, 1)
+            status.pages_per_s = round(job.progress.rate, 3)
+            stalled = job.progress.stalled_for if job.state == "running" else None
+            if stalled is not None:
+                status.detail, status.stalled_s = "stalled", round(stalled, 1)
+    elif job.state == "error" and status.state != "complete":
+        status.state, status.error = "error", job.error
+
+
+def next_step(s: BookStatus) -> str:
+    """One sentence: where the book stands and what to do next (worded for an agent's tool calls)."""
+    from server.formatting import describe_duration
+
+    book, state = s.book, s.state
+    done = f"{s.done} of {s.pages} pages done"
+    if state == "queued":
+        return f"{done}; waiting for another book's OCR to finish. Call book_status('{book}') later."
+    if state == "running" and s.detail == "stalled" and s.stalled_s is not None:
+        return (
+            f"OCR is running but stalled: no page has finished for {describe_duration(s.stalled_s)} ({done}). "
+            "The run goes on "
+            f"and a stuck page is given up on at its deadline; check again with book_status('{book}') in a "
+            "few minutes. "
+            "If it stays stalled, tell the user: restarting the bookocr server stops the run, and ocr_book "
+            "then resumes it."
+        )
+    if state == "running":
+        eta = f", about {describe_duration(s.eta_s)} left" if s.eta_s else ""
+        return (
+            f"OCR is running in the background: {done}{eta}. Pages already done can be read now with get_page; "
+            f"call book_status('{book}') to follow progress."
+        )
+    if state == "running-elsewhere":
+        return (
+            f"{done}; another bookocr process is writing this book. "
+            "Read the pages done so far, and check again later with book_status."
+        )
+    if state == "complete":
+        return (
+            f"All {s.pages} pages are done. Read them with get_page('{book}', page) "
+            f"or search them with search_book(query, book='{book}')."
+        )
+    if state == "complete-with-failures":
+        return (
+            f"{done}; {s.failed} page(s) failed (see failed_pages). The rest can be read with get_page; "
+            f"call ocr_book again with retry_failed=true to try the failed pages again."
+        )
+    if state == "error":
+        return f"The OCR run stopped: {s.error}. {done}; fix the cause and call ocr_book again to resume."
+    return f"{done}; {s.pending} page(s) are not done yet. Call ocr_book with the same path to resume."
+
+
+def _first_page(book: Book, page: int | None, printed: str | int | None) -> int:
+    if (page is None) == (printed is None):
+        raise PageRangeError(
+            f"give either the PDF page number (1-{book.page_count}) or the number printed on the page "
+            f"(e.g. 37 or xii), one of the two"
+        )
+    return book.check_page(page) if printed is None else book.find_printed(str(printed))
+
+
+def _last_page(book: Book, first: int, to_page: int | None, to_printed: str | int | None) -> int:
+    if to_page is not None and to_printed is not None:
+        raise PageRangeError("give the range's end as a PDF page number or as a printed page number, not both")
+    if to_printed is not None:
+        last = book.find_printed(str(to_printed))
+    elif to_page is not None:
+        last = book.check_page(to_page)
+    else:
+        return first
+    if last < first:
+        raise PageRangeError(
+            f"the range ends (PDF page {last}) before it starts (PDF page {first}); book {book.id!r} has "
+            f"pages 1-{book.page_count}"
+        )
+    return last
+
+
+def parse_span(spec: str) -> tuple[int, int]:
+    """``"10-40"`` (or ``"12"``) as a pair of page numbers."""
+    try:
+        first, _, last = spec.partition("-")
+        return int(first), int(last or first)
+    except ValueError:
+        raise BookOcrError(f"bad page span {spec!r}: use FIRST-LAST, e.g. 10-40") from None
+
+
+__all__ = [
+    "Library",
+    "BookStatus",
+    "PageText",
+    "PageRange",
+    "Contents",
+    "RunSummary",
+    "EngineInfo",
+    "parse_pages",
+    "PageRecord",
+]

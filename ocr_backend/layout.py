@@ -7,12 +7,16 @@ The steps, in order:
 
 1. *Furniture*: the first/last rows of the page that look like running heads or
    page numbers are set aside (``PageLayout.furniture``), never put in the body.
-2. *Reading order*: the body is cut into regions at column gutters, found as a
-   vertical strip of white that stays free over a run of horizontal bands and has
-   real text lines on both sides (so centred display maths or an indented
-   equation never makes a column). Regions are read top to bottom, columns left
-   to right, recursively.
-3. *Paragraphs*: inside a region, fragments are grouped into visual rows; a new
+2. *Reading order*: blocks first. The body is cut into blocks at column gutters, found
+   as a vertical strip of white that stays free over a run of horizontal bands and has
+   real text lines on both sides (so centred display maths or an indented equation
+   never makes a column); a block across the page (a title, a lead paragraph) is cut
+   off above or below the columns. Blocks are read top to bottom, columns left to
+   right, recursively. A few rows over the gutter that the columns flow around (a
+   pull quote) and a block inside a column that interrupts its text mid-sentence (a
+   caption under its figure, a pull quote in larger type) are blocks of their own:
+   the text runs on across them, and they follow the paragraph they interrupt.
+3. *Paragraphs*: inside a block, fragments are grouped into visual rows; a new
    paragraph starts at an indent, a large vertical gap, a centred (display) row,
    or a heading (a row in a clearly larger size, or a short standalone caps/bold
    row). Hyphenated line ends are joined when a word was split.
@@ -67,6 +71,10 @@ MIN_CUT = 0.25  # share of MIN_GUTTER that must stay white straight down the who
 MAX_COLUMN_GAP = 2.0  # a column region ends at a vertical gap wider than this
 COLUMN_LINE_CHARS = 12  # a column must hold text lines of at least this many characters ...
 COLUMN_MIN_LINES = 3  # ... and at least this many of them on each side of the gutter
+MAX_INSET_ROWS = 4  # an inset over the gutter (a pull quote) or a caption is at most this many rows ...
+INSET_MARGIN = 1.5  # ... an inset keeps this far from both outer edges of the columns
+FLOAT_APART = 0.4  # a block inside a column (caption, pull quote) has this much white above and below ...
+FIGURE_GAP = 3.0  # ... and a caption this much on one side, where its figure is
 HEADING_RATIO = 1.25  # a row this much larger than body text is a heading
 SOFT_HEADING_RATIO = 1.12  # ... and so is a short standalone row this much larger
 WIDE_TYPE_RATIO = 1.25  # ... or one whose letters are this much wider
@@ -128,6 +136,9 @@ class _Paragraph:
     kind: RowKind
     rows: list[_Row]
     level: int = 0  # heading level
+    after: list[_Paragraph] = field(
+        default_factory=list
+    )  # blocks it flows around (pull quote, caption), shown after it
 
     def text(self) -> str:
         if self.kind == "display":
@@ -153,7 +164,7 @@ def build_markdown(lines: list[TextLine], width: float, height: float) -> PageLa
     regions, columns = _reading_regions(body, metrics)
     paragraphs: list[_Paragraph] = []
     for region in regions:
-        _append_region(paragraphs, _paragraphs(_group_rows(region), metrics))
+        _append_region(paragraphs, _region_paragraphs(region, metrics))
     return PageLayout(
         markdown=_render(paragraphs),
         furniture=[row.text for row in furniture_rows],
@@ -309,24 +320,68 @@ def _size(row: _Row) -> float:
 
 
 # --- reading order ----------------------------------------------------------------------
-def _reading_regions(lines: list[TextLine], m: _Metrics) -> tuple[list[list[TextLine]], int]:
-    """Cut the body into regions in reading order; also report the most columns side by side."""
+@dataclass
+class _Region:
+    """A block read as one flow (a column, or a block across the page), with the blocks set apart
+    from it (a pull quote, a caption), each shown after the paragraph it interrupts."""
+
+    lines: list[TextLine]
+    floats: list[list[TextLine]] = field(default_factory=list)
+    bridges: list[tuple[float, float]] = field(
+        default_factory=list
+    )  # y-ranges its text runs on across (an inset beside it)
+
+
+@dataclass
+class _Run:
+    """Consecutive bands split by one white gutter at x in [lo, hi]; ``insets`` are (first, last)
+    bands of blocks over the gutter that the columns flow around (a pull quote)."""
+
+    start: int
+    end: int
+    lo: float
+    hi: float
+    insets: list[tuple[int, int]] = field(default_factory=list)
+
+    def bands(self) -> list[int]:
+        inset = {j for first, last in self.insets for j in range(first, last + 1)}
+        return [j for j in range(self.start, self.end + 1) if j not in inset]
+
+
+def _reading_regions(lines: list[TextLine], m: _Metrics) -> tuple[list[_Region], int]:
+    """Cut the body into blocks in reading order; also report the most columns side by side.
+
+    The best column run is found first; what lies above it, its left column, its right column and
+    what lies below it are cut the same way in turn, and read in that order.
+    """
     if len(lines) < 2 * COLUMN_MIN_LINES:
-        return ([lines] if lines else []), 1
+        return ([_Region(lines)] if lines else []), 1
     bands = _bands(lines)
-    split = _best_gutter(bands, m)
-    if split is None:
-        return [lines], 1
-    start, end, gutter_x = split
-    middle = [ln for band in bands[start : end + 1] for ln in band]
-    left = [ln for ln in middle if ln.x_center < gutter_x]
-    right = [ln for ln in middle if ln.x_center >= gutter_x]
-    before = [ln for band in bands[:start] for ln in band]
-    after = [ln for band in bands[end + 1 :] for ln in band]
+    run = _best_gutter(bands, m)
+    if run is None:
+        return [_Region(lines)], 1
+    cut = (run.lo + run.hi) / 2
+    middle = [ln for j in run.bands() for ln in bands[j]]
+    left = [ln for ln in middle if ln.x_center < cut]
+    right = [ln for ln in middle if ln.x_center >= cut]
+    before = [ln for band in bands[: run.start] for ln in band]
+    after = [ln for band in bands[run.end + 1 :] for ln in band]
     parts = [_reading_regions(part, m) for part in (before, left, right, after)]
+    for first, last in run.insets:  # both columns go on below an inset; it is shown with the left one
+        inset = [ln for band in bands[first : last + 1] for ln in band]
+        top, bottom = min(ln.y0 for ln in inset), max(ln.y1 for ln in inset)
+        _host(parts[1][0], top).floats.append(inset)
+        for region in parts[1][0] + parts[2][0]:
+            region.bridges.append((top, bottom))
     regions = [region for sub, _ in parts for region in sub]
     columns = max(parts[0][1], parts[1][1] + parts[2][1], parts[3][1])
     return regions, columns
+
+
+def _host(regions: list[_Region], top: float) -> _Region:
+    """The region whose text runs just above ``top``."""
+    above = [r for r in regions if any(ln.y1 <= top for ln in r.lines)]
+    return max(above, key=lambda r: max(ln.y1 for ln in r.lines if ln.y1 <= top)) if above else regions[0]
 
 
 def _bands(lines: Sequence[TextLine]) -> list[list[TextLine]]:
@@ -342,7 +397,9 @@ def _bands(lines: Sequence[TextLine]) -> list[list[TextLine]]:
     return bands
 
 
-def _free_gaps(band: Sequence[TextLine], x0: float, x1: float) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+def _free_gaps(
+    band: Sequence[TextLine], x0: float, x1: float
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """White x-intervals of a band within [x0, x1]: (all of them, only those with text on both sides)."""
     spans = sorted((ln.x0, ln.x1) for ln in band)
     merged: list[list[float]] = []
@@ -356,8 +413,8 @@ def _free_gaps(band: Sequence[TextLine], x0: float, x1: float) -> tuple[list[tup
     return [g for g in interior + edges if g[1] > g[0]], interior
 
 
-def _best_gutter(bands: list[list[TextLine]], m: _Metrics) -> tuple[int, int, float] | None:
-    """The best column gutter: (first band, last band, x of the cut), or None.
+def _best_gutter(bands: list[list[TextLine]], m: _Metrics) -> _Run | None:
+    """The best column gutter, or None.
 
     A gutter is an x-interval of white that is interior to at least one band and stays
     white (at least MIN_GUTTER wide) over a run of consecutive bands, with real text
@@ -367,58 +424,207 @@ def _best_gutter(bands: list[list[TextLine]], m: _Metrics) -> tuple[int, int, fl
     x1 = max(ln.x1 for band in bands for ln in band)
     gaps = [_free_gaps(band, x0, x1) for band in bands]
     min_width = MIN_GUTTER * m.unit
-    best: tuple[int, int, int, float, float] | None = None  # (lines, width, start, end, x)
+    best: tuple[int, float, _Run] | None = None  # (lines, width, run)
     for i, (_, interior) in enumerate(gaps):
         for seed in interior:
             if seed[1] - seed[0] < min_width:
                 continue
-            start, end, lo, hi = _extend_run(bands, gaps, i, seed, min_width, MAX_COLUMN_GAP * m.unit)
-            middle = [ln for band in bands[start : end + 1] for ln in band]
-            cut = (lo + hi) / 2
+            run = _extend_run(bands, gaps, i, seed, m)
+            middle = [ln for j in run.bands() for ln in bands[j]]
+            cut = (run.lo + run.hi) / 2
             left = [ln for ln in middle if ln.x_center < cut]
             right = [ln for ln in middle if ln.x_center >= cut]
             if not (_is_text_column(left) and _is_text_column(right)):
                 continue
-            score = (len(middle), hi - lo)
-            if best is None or score > best[:2]:
-                best = (len(middle), hi - lo, start, end, cut)
-    return None if best is None else (best[2], best[3], best[4])
+            if best is None or (len(middle), run.hi - run.lo) > best[:2]:
+                best = (len(middle), run.hi - run.lo, run)
+    return None if best is None else best[2]
 
 
-def _extend_run(
-    bands: list[list[TextLine]],
-    gaps: list[tuple[list[tuple[float, float]], list[tuple[float, float]]]],
-    i: int,
-    seed: tuple[float, float],
-    min_width: float,
-    max_gap: float,
-) -> tuple[int, int, float, float]:
-    """Grow a run of bands up and down from band ``i`` while the white strip stays wide enough."""
-    lo, hi = seed
-    start = end = i
-    for step in (-1, 1):
-        j = i + step
-        while 0 <= j < len(gaps):
-            upper, lower = (bands[j - 1], bands[j]) if step > 0 else (bands[j], bands[j + 1])
-            if min(ln.y0 for ln in lower) - max(ln.y1 for ln in upper) > max_gap:
-                break  # a wide white gap ends the columns (a title or a new article follows)
-            # the band's own white must be wide, but the strip shared by all bands need only
-            # leave room for a straight cut: narrow gutters drift by a few pixels down a page
-            white = max(gaps[j][0], key=lambda g: min(hi, g[1]) - max(lo, g[0]), default=None)
-            if white is None or white[1] - white[0] < min_width or min(hi, white[1]) - max(lo, white[0]) < MIN_CUT * min_width:
+Gaps = list[tuple[list[tuple[float, float]], list[tuple[float, float]]]]
+
+
+def _extend_run(bands: list[list[TextLine]], gaps: Gaps, i: int, seed: tuple[float, float], m: _Metrics) -> _Run:
+    """Grow a run of bands up and down from band ``i`` while the white strip stays wide enough;
+    downwards, also past an inset block over the gutter after which the same columns go on."""
+    run = _Run(i, i, *seed)
+    j = i - 1
+    while j >= 0 and (strip := _strip(bands, gaps, j, j + 1, run, m)):
+        run.lo, run.hi, run.start = *strip, j
+        j -= 1
+    j = i + 1
+    while j < len(bands):
+        strip = _strip(bands, gaps, j, j - 1, run, m)
+        if strip is None:
+            resume = _past_inset(bands, gaps, j, run, m)
+            if resume is None:
                 break
-            lo, hi = max(lo, white[0]), min(hi, white[1])
-            start, end = min(start, j), max(end, j)
-            j += step
-    return start, end, lo, hi
+            run.insets.append((j, resume - 1))
+            j = resume
+            strip = _strip(bands, gaps, j, None, run, m)
+            assert strip is not None  # _past_inset only resumes where the strip goes on
+        run.lo, run.hi, run.end = *strip, j
+        j += 1
+    return run
+
+
+def _strip(
+    bands: list[list[TextLine]], gaps: Gaps, j: int, previous: int | None, run: _Run, m: _Metrics
+) -> tuple[float, float] | None:
+    """The strip of white the run keeps if band ``j`` joins it after band ``previous`` (None: no gap check), or None."""
+    min_width = MIN_GUTTER * m.unit
+    if previous is not None:
+        upper, lower = (bands[previous], bands[j]) if previous < j else (bands[j], bands[previous])
+        if min(ln.y0 for ln in lower) - max(ln.y1 for ln in upper) > MAX_COLUMN_GAP * m.unit:
+            return None  # a wide white gap ends the columns (a title or a new article follows)
+    # the band's own white must be wide, but the strip shared by all bands need only
+    # leave room for a straight cut: narrow gutters drift by a few pixels down a page
+    white = max(gaps[j][0], key=lambda g: min(run.hi, g[1]) - max(run.lo, g[0]), default=None)
+    if (
+        white is None
+        or white[1] - white[0] < min_width
+        or min(run.hi, white[1]) - max(run.lo, white[0]) < MIN_CUT * min_width
+    ):
+        return None
+    return max(run.lo, white[0]), min(run.hi, white[1])
+
+
+def _past_inset(bands: list[list[TextLine]], gaps: Gaps, j: int, run: _Run, m: _Metrics) -> int | None:
+    """Where the columns resume below an inset that starts at band ``j``, or None.
+
+    An inset is a few rows over the gutter (a pull quote) that keep clear of both outer edges of
+    the columns, with the columns going on below it, and the text shows that they flow around it:
+    the right column above it stops mid-sentence, or the left column stops mid-sentence and goes
+    on in lower case below it. A block across the columns after which a new section begins (a
+    heading, a full-width paragraph) ends the run instead.
+    """
+    if _strip(bands, gaps, j, None, run, m) is not None:
+        return None  # only a wide white gap: no inset, the columns end
+    for k in range(j + 1, min(j + MAX_INSET_ROWS, len(bands) - 3) + 1):
+        if _strip(bands, gaps, k, None, run, m) is None:
+            continue
+        if _strip(bands, gaps, k + 1, k, run, m) is None or _strip(bands, gaps, k + 2, k + 1, run, m) is None:
+            return None  # the columns below must go on for a few rows at least
+        above = [ln for band in bands[run.start : j] for ln in band]
+        inset = [ln for band in bands[j:k] for ln in band]
+        below = [ln for band in bands[k : k + 3] for ln in band]
+        flows = _is_inset(above, inset, below, m) and _flows_around(above, below, (run.lo + run.hi) / 2)
+        return k if flows else None
+    return None
+
+
+def _is_inset(above: list[TextLine], inset: list[TextLine], below: list[TextLine], m: _Metrics) -> bool:
+    """Clear of both outer edges of the columns around it, and not far from them."""
+    left_edge = min(ln.x0 for ln in above + below)
+    right_edge = max(ln.x1 for ln in above + below)
+    clear = (
+        min(ln.x0 for ln in inset) - left_edge > INSET_MARGIN * m.unit
+        and right_edge - max(ln.x1 for ln in inset) > INSET_MARGIN * m.unit
+    )
+    return clear and min(ln.y0 for ln in below) - max(ln.y1 for ln in above) <= 3 * MAX_INSET_ROWS * m.unit
+
+
+def _flows_around(above: list[TextLine], below: list[TextLine], cut: float) -> bool:
+    """The columns above stop mid-sentence where their text goes on below: the right one, or the left one
+    (its text going on in lower case below)."""
+    left_above = _edge_row([ln for ln in above if ln.x_center < cut], last=True)
+    right_above = _edge_row([ln for ln in above if ln.x_center >= cut], last=True)
+    left_below = _edge_row([ln for ln in below if ln.x_center < cut], last=False)
+    if left_above is None or right_above is None or left_below is None:
+        return False
+    return _ends_open(right_above.text) or (_ends_open(left_above.text) and left_below.text[:1].islower())
+
+
+def _edge_row(lines: list[TextLine], last: bool) -> _Row | None:
+    """The last (or first) visual row of some lines."""
+    rows = _group_rows(lines)
+    return (rows[-1] if last else rows[0]) if rows else None
+
+
+def _ends_open(text: str) -> bool:
+    """A line that stops mid-sentence: the text goes on elsewhere."""
+    return text.endswith(_HYPHENS) or not _SENTENCE_END.search(text)
 
 
 def _is_text_column(lines: Sequence[TextLine]) -> bool:
     return sum(len(ln.text.replace(" ", "")) >= COLUMN_LINE_CHARS for ln in lines) >= COLUMN_MIN_LINES
 
 
+# --- blocks set apart from the flow -------------------------------------------------------
+def _region_paragraphs(region: _Region, m: _Metrics) -> list[_Paragraph]:
+    """The region's paragraphs, each block set apart from its flow shown after the paragraph it interrupts."""
+    rows = _group_rows(region.lines)
+    floats = [_group_rows(block) for block in region.floats]
+    rows, islands = _split_floats(rows, m)
+    floats = sorted(floats + islands, key=lambda block: block[0].y0)
+    # the text runs on across a float: the white it leaves is no paragraph break
+    spans = region.bridges + [(block[0].y0, block[-1].y1) for block in floats]
+    bridged = {
+        i
+        for i in range(1, len(rows))
+        for top, bottom in spans
+        if _middle(rows[i - 1]) < (top + bottom) / 2 < _middle(rows[i])
+    }
+    paragraphs = _paragraphs(rows, m, bridged)
+    for block in floats:
+        float_paragraph = _Paragraph("text", block)
+        host = [p for p in paragraphs if p.rows[0].y0 < block[0].y0]
+        if host:
+            host[-1].after.append(float_paragraph)
+        else:
+            paragraphs.insert(0, float_paragraph)
+    return paragraphs
+
+
+def _middle(row: _Row) -> float:
+    return (row.y0 + row.y1) / 2
+
+
+def _split_floats(rows: list[_Row], m: _Metrics) -> tuple[list[_Row], list[list[_Row]]]:
+    """Take out of a column the blocks that interrupt its text: a caption, a pull quote.
+
+    A block of a few rows set apart by white from the text above and below, where that text
+    runs on across it mid-sentence, set in larger type (a pull quote) or beside a tall white
+    space (the figure a caption belongs to). Display maths sits mid-sentence too, and stays.
+    """
+    groups: list[list[_Row]] = []
+    for row in rows:
+        if groups and row.y0 - groups[-1][-1].y1 < FLOAT_APART * m.unit:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    body: list[_Row] = []
+    floats: list[list[_Row]] = []
+    for k, group in enumerate(groups):
+        below = groups[k + 1][0] if k + 1 < len(groups) else None
+        if body and below is not None and _is_float(body[-1], group, below, m):
+            floats.append(group)
+        else:
+            body.extend(group)
+    return body, floats
+
+
+def _is_float(above: _Row, block: list[_Row], below: _Row, m: _Metrics) -> bool:
+    if len(block) > MAX_INSET_ROWS or not (_ends_open(above.text) and below.text[:1].islower()):
+        return False
+    if not all(_prose(row.text) for row in block):
+        return False  # maths, or labels read off a drawing
+    larger = statistics.median(_size(row) for row in block) >= SOFT_HEADING_RATIO * m.size
+    wider = statistics.median(_char_width(row.main) for row in block) >= WIDE_TYPE_RATIO * m.char_width
+    beside_figure = max(block[0].y0 - above.y1, below.y0 - block[-1].y1) >= FIGURE_GAP * m.unit
+    return larger or wider or beside_figure
+
+
+def _prose(text: str) -> bool:
+    """Words, not maths: a few words of letters, few other signs."""
+    chars = text.replace(" ", "")
+    words = sum(sum(ch.isalpha() for ch in word) >= 2 for word in text.split())
+    return words >= 3 and sum(ch.isalpha() for ch in chars) >= 0.7 * len(chars) and not _MATH_CHARS.search(text)
+
+
 # --- paragraphs -----------------------------------------------------------------------
-def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
+def _paragraphs(rows: list[_Row], m: _Metrics, bridged: set[int] | None = None) -> list[_Paragraph]:
+    """Rows into paragraphs; ``bridged``: indices of rows whose text runs on from the row before across a float."""
     if not rows:
         return []
     left = _percentile([r.x0 for r in rows], 0.2)
@@ -438,7 +644,9 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
     paragraphs: list[_Paragraph] = []
     for i, (row, (kind, level)) in enumerate(zip(rows, kinds)):
         last = paragraphs[-1] if paragraphs else None
-        if last is not None and _continues(last, kind, level, row, rows[i - 1], m, left, right, pitch):
+        if last is not None and _continues(
+            last, kind, level, row, rows[i - 1], m, left, right, pitch, i in (bridged or ())
+        ):
             last.rows.append(row)
         else:
             paragraphs.append(_Paragraph(kind, [row], level))
@@ -446,13 +654,21 @@ def _paragraphs(rows: list[_Row], m: _Metrics) -> list[_Paragraph]:
 
 
 def _large_type_passages(rows: list[_Row], m: _Metrics) -> set[int]:
-    """Rows in a run of more than MAX_HEADING_ROWS close-set rows of one larger size: a passage in large type (an abstract), not headings."""
+    """Rows in a run of more than MAX_HEADING_ROWS close-set rows of one larger size.
+
+    A passage in large type (an abstract), not headings.
+    """
     passage: set[int] = set()
     i = 0
     while i < len(rows):
         j = i
-        while j < len(rows) and _size(rows[j]) >= SOFT_HEADING_RATIO * m.size and (
-            j == i or (rows[j].y0 - rows[j - 1].y1 < 0.8 * m.unit and abs(_size(rows[j]) / _size(rows[i]) - 1) < 0.15)
+        while (
+            j < len(rows)
+            and _size(rows[j]) >= SOFT_HEADING_RATIO * m.size
+            and (
+                j == i
+                or (rows[j].y0 - rows[j - 1].y1 < 0.8 * m.unit and abs(_size(rows[j]) / _size(rows[i]) - 1) < 0.15)
+            )
         ):
             j += 1
         if j - i > MAX_HEADING_ROWS:
@@ -462,13 +678,22 @@ def _large_type_passages(rows: list[_Row], m: _Metrics) -> set[int]:
 
 
 def _classify(
-    row: _Row, prev: _Row | None, nxt: _Row | None, m: _Metrics, left: float, right: float, width: float, may_head: bool = True
+    row: _Row,
+    prev: _Row | None,
+    nxt: _Row | None,
+    m: _Metrics,
+    left: float,
+    right: float,
+    width: float,
+    may_head: bool = True,
 ) -> tuple[RowKind, int]:
     level = _heading_level(row, prev, nxt, m) if may_head else 0
     if level:
         return "heading", level
     margin_left, margin_right = row.x0 - left, right - row.x1
-    centred = min(margin_left, margin_right) >= 2 * m.unit and abs(margin_left - margin_right) <= max(2 * m.unit, 0.1 * width)
+    centred = min(margin_left, margin_right) >= 2 * m.unit and abs(margin_left - margin_right) <= max(
+        2 * m.unit, 0.1 * width
+    )
     return ("display", 0) if centred else ("text", 0)
 
 
@@ -505,15 +730,29 @@ def _title_like(text: str) -> bool:
     return 2 <= len(text.split()) <= SOFT_HEADING_MAX_WORDS and sum(ch.isalpha() for ch in text) >= 6
 
 
-def _continues(last: _Paragraph, kind: RowKind, level: int, row: _Row, prev: _Row, m: _Metrics, left: float, right: float, pitch: float) -> bool:
-    """Whether ``row`` carries on the paragraph that ``prev`` belongs to."""
+def _continues(
+    last: _Paragraph,
+    kind: RowKind,
+    level: int,
+    row: _Row,
+    prev: _Row,
+    m: _Metrics,
+    left: float,
+    right: float,
+    pitch: float,
+    bridged: bool = False,
+) -> bool:
+    """Whether ``row`` carries on the paragraph that ``prev`` belongs to.
+
+    ``bridged``: the two rows are apart only because a float sat between them; the white is no break.
+    """
     if kind != last.kind:
         return False
     if kind == "heading":
         return level == last.level and row.y0 - prev.y1 < 0.8 * m.unit
     if kind == "display":
         return row.y0 - prev.y1 < 0.8 * m.unit
-    if row.y0 - prev.y0 > 1.6 * pitch:
+    if row.y0 - prev.y0 > 1.6 * pitch and not bridged:
         return False
     indent = row.x0 - left
     if m.unit * 0.6 <= indent <= 0.3 * (right - left) and abs(row.x0 - prev.x0) > 0.4 * m.unit:
@@ -528,16 +767,16 @@ def _append_region(paragraphs: list[_Paragraph], new: list[_Paragraph]) -> None:
     """Add a region's paragraphs, carrying on a paragraph broken by a column or region end."""
     if paragraphs and new and paragraphs[-1].kind == new[0].kind == "text":
         tail, head = paragraphs[-1].text(), new[0].rows[0].text
-        ends_open = tail.endswith(_HYPHENS) or not _SENTENCE_END.search(tail)
-        if ends_open and head[:1].islower():
+        if _ends_open(tail) and head[:1].islower():
             paragraphs[-1].rows.extend(new[0].rows)
+            paragraphs[-1].after.extend(new[0].after)
             new = new[1:]
     paragraphs.extend(new)
 
 
 def _render(paragraphs: list[_Paragraph]) -> str:
     blocks = []
-    for para in paragraphs:
+    for para in (p for top in paragraphs for p in (top, *top.after)):
         text = para.text()
         if para.kind == "heading":
             text = "#" * para.level + " " + text

@@ -60,7 +60,17 @@ def test_narrow_gutter_still_separates_columns() -> None:
 
 
 def test_three_columns() -> None:
-    cols = [column(name, x, x + 150, 100, 8) for name, x in (("first", 40, ), ("second", 215), ("third", 390))]
+    cols = [
+        column(name, x, x + 150, 100, 8)
+        for name, x in (
+            (
+                "first",
+                40,
+            ),
+            ("second", 215),
+            ("third", 390),
+        )
+    ]
     layout = build_markdown(shuffled([ln for c in cols for ln in c]), WIDTH, HEIGHT)
     order = positions(layout.markdown, ["first line 07", "second line 00", "second line 07", "third line 00"])
     assert order == sorted(order)
@@ -68,18 +78,31 @@ def test_three_columns() -> None:
 
 
 def test_single_column_with_display_maths_is_not_split_into_columns() -> None:
-    body = [line(f"Body text line {i} that runs across the whole measure of the page.", 50, 100 + i * PITCH, 550) for i in range(4)]
+    body = [
+        line(f"Body text line {i} that runs across the whole measure of the page.", 50, 100 + i * PITCH, 550)
+        for i in range(4)
+    ]
     # "for n = 1," with a fraction beside it, three times: short pieces with a white strip between
     display = []
     for k in range(3):
         y = 180 + k * 3 * PITCH
-        display += [line(f"for n = {k + 1},", 90, y + PITCH, 160), line("x^(n+1)", 200, y, 250), line("1 - x", 200, y + 2 * PITCH, 250),
-                    line(f"= .0{k}111 ...", 270, y + PITCH, 360)]
+        display += [
+            line(f"for n = {k + 1},", 90, y + PITCH, 160),
+            line("x^(n+1)", 200, y, 250),
+            line("1 - x", 200, y + 2 * PITCH, 250),
+            line(f"= .0{k}111 ...", 270, y + PITCH, 360),
+        ]
     centred = line("(x, y) - (u, v) = (x - u, y - v).", 220, 340, 380)
-    tail = [line(f"Closing text line {i} that runs across the whole measure of the page.", 50, 370 + i * PITCH, 550) for i in range(3)]
+    tail = [
+        line(f"Closing text line {i} that runs across the whole measure of the page.", 50, 370 + i * PITCH, 550)
+        for i in range(3)
+    ]
     layout = build_markdown(shuffled([*body, *display, centred, *tail]), WIDTH, HEIGHT)
     assert layout.columns == 1
-    order = positions(layout.markdown, ["Body text line 3", "for n = 1,", "for n = 2,", "for n = 3,", "(x, y) - (u, v)", "Closing text line 0"])
+    order = positions(
+        layout.markdown,
+        ["Body text line 3", "for n = 1,", "for n = 2,", "for n = 3,", "(x, y) - (u, v)", "Closing text line 0"],
+    )
     assert order == sorted(order)
     assert "\n\n(x, y) - (u, v) = (x - u, y - v).\n\n" in layout.markdown  # display maths stands alone
 
@@ -98,10 +121,120 @@ def test_indented_equation_lines_do_not_make_a_column() -> None:
     assert text.index("x + 1 = 3, so that x = 2") < text.index("Prose line 2")
 
 
+def magazine_columns(top: float, rows: int, stop: int, resume: float) -> list[TextLine]:
+    """Two columns of ``rows`` rows each that stop after row ``stop`` and go on from y = ``resume``."""
+    lines = []
+    for name, x0, x1 in (("left", 50, 290), ("right", 310, 550)):
+        for i in range(rows):
+            y = top + i * PITCH if i < stop else resume + (i - stop) * PITCH
+            lines.append(line(f"{name} line {i:02d} of the column text", x0, y, x1))
+    return lines
+
+
+def test_pull_quote_over_the_gutter_is_read_after_the_left_column_runs_on() -> None:
+    lead = [
+        line(
+            f"A lead paragraph across the page, line {i}, set above both columns of the article.",
+            50,
+            60 + i * PITCH,
+            550,
+        )
+        for i in range(2)
+    ]
+    columns = magazine_columns(120, 16, 8, 280)  # the columns stop at y = 232 and go on at y = 280
+    quote = [
+        line("Numbers tell the story of the river", 160, 240, 440, h=17),
+        line("better than any of us could", 200, 258, 400, h=17),
+    ]
+    layout = build_markdown(shuffled([*lead, *columns, *quote]), WIDTH, HEIGHT)
+    text = layout.markdown
+    order = positions(
+        text,
+        [
+            "A lead paragraph",
+            "left line 00",
+            "left line 07",
+            "left line 08",
+            "left line 15",
+            "right line 00",
+            "right line 07",
+            "right line 08",
+            "right line 15",
+        ],
+    )
+    assert order == sorted(order)
+    paragraphs = text.split("\n\n")
+    assert "Numbers tell the story of the river better than any of us could" in paragraphs
+    assert any("left line 07 of the column text left line 08" in p for p in paragraphs)  # no break where the quote was
+    assert layout.columns == 2
+
+
+def test_heading_across_the_columns_starts_a_new_section() -> None:
+    """Columns that end in full sentences, a centred heading over the gutter, new columns: read section by section."""
+    upper = magazine_columns(100, 6, 6, 0)
+    upper[5] = line("and the left column of part one ends here.", 50, 100 + 5 * PITCH, 290)
+    upper[11] = line("and so does the right column of part one.", 310, 100 + 5 * PITCH, 550)
+    heading = line("Part Two Of The Article", 220, 210, 380, h=18)
+    lower = magazine_columns(250, 6, 6, 0)
+    lower[0] = line("Left text of part two starts the column", 50, 250, 290)
+    lower[6] = line("Right text of part two goes on here", 310, 250, 550)
+    text = build_markdown(shuffled([*upper, heading, *lower]), WIDTH, HEIGHT).markdown
+    order = positions(
+        text,
+        [
+            "left line 00",
+            "left column of part one",
+            "right line 00",
+            "right column of part one",
+            "Part Two",
+            "Left text of part two",
+            "Right text of part two",
+        ],
+    )
+    assert order == sorted(order)
+
+
+def test_caption_under_a_figure_is_read_after_the_sentence_it_interrupts() -> None:
+    above = [
+        line(f"Body text line {i} of the page, set across the measure and running", 50, 100 + i * PITCH, 550)
+        for i in range(5)
+    ]
+    caption = [
+        line("Figure 2. Tagged fish in the second catch, by the hour.", 120, 300, 480, h=9)
+    ]  # below a drawing: white above it
+    below = [
+        line(f"on again, body text line {i} after the figure, to the end of the page", 50, 330 + i * PITCH, 550)
+        for i in range(5)
+    ]
+    below[-1] = line("and the paragraph ends.", 50, 330 + 4 * PITCH, 200)
+    text = build_markdown(shuffled([*above, *caption, *below]), WIDTH, HEIGHT).markdown
+    assert text.split("\n\n") == [
+        " ".join(ln.text for ln in above + below),
+        "Figure 2. Tagged fish in the second catch, by the hour.",
+    ]
+
+
+def test_pull_quote_in_larger_type_inside_a_column_does_not_split_the_sentence() -> None:
+    above = [
+        line(f"Body text line {i} of the page, set across the measure and running", 50, 100 + i * PITCH, 550)
+        for i in range(5)
+    ]
+    quote = [line("Two visits and a ratio count a river", 150, 190, 450, h=17)]
+    below = [
+        line(f"on again, body text line {i} after the quote, to the end of the page", 50, 222 + i * PITCH, 550)
+        for i in range(3)
+    ]
+    text = build_markdown(shuffled([*above, *quote, *below]), WIDTH, HEIGHT).markdown
+    assert text.split("\n\n") == [" ".join(ln.text for ln in above + below), "Two visits and a ratio count a river"]
+
+
 # --- furniture --------------------------------------------------------------------------
 def test_running_head_with_page_number_is_furniture_not_body() -> None:
     head = [line("2", 50, 40, 60), line("NATURE OF MATHEMATICS", 220, 40, 380)]
-    body = [line(f"The body text of the page, line number {i}, set in the usual way.", 50, 90 + i * PITCH, 550) for i in range(6)]
+    body = [
+        line(f"The body text of the page, line number {i}, set in the usual way.", 50, 90 + i * PITCH, 550)
+        for i in range(6)
+    ]
     layout = build_markdown(shuffled([*head, *body]), WIDTH, HEIGHT)
     assert layout.furniture == ["2 NATURE OF MATHEMATICS"]
     assert "NATURE" not in layout.markdown
@@ -111,21 +244,29 @@ def test_running_head_with_page_number_is_furniture_not_body() -> None:
 def test_a_letter_read_off_a_drawing_neither_shows_nor_hides_the_running_head() -> None:
     head = [line("2.5. APPLICATIONS", 60, 40, 200), line("141", 520, 40, 540)]
     drawing = [line("E", 250, 56, 300, h=5 * H), line("Start", 160, 70, 200)]
-    body = [line(f"The text under the figure, line number {i}, set in the usual way.", 50, 200 + i * PITCH, 550) for i in range(6)]
+    body = [
+        line(f"The text under the figure, line number {i}, set in the usual way.", 50, 200 + i * PITCH, 550)
+        for i in range(6)
+    ]
     layout = build_markdown(shuffled([*head, *drawing, *body]), WIDTH, HEIGHT)
     assert layout.furniture == ["2.5. APPLICATIONS 141"]
     assert "E" not in layout.markdown.split() and "Start" in layout.markdown
 
 
 def test_a_tall_formula_line_is_kept() -> None:
-    lines = [line(f"Body text line number {i} of the page, set in the usual way.", 50, 90 + i * PITCH, 550) for i in range(4)]
+    lines = [
+        line(f"Body text line number {i} of the page, set in the usual way.", 50, 90 + i * PITCH, 550) for i in range(4)
+    ]
     lines.append(line("∑ x_i = n", 200, 160, 320, h=3 * H))
     assert "∑ x_i = n" in build_markdown(shuffled(lines), WIDTH, HEIGHT).markdown
 
 
 def test_caps_running_head_and_bottom_folio() -> None:
     head = line("BAYESIAN INFERENCE", 240, 40, 360, h=9)
-    body = [line(f"Posterior distributions summarise what the data say, line {i}.", 50, 90 + i * PITCH, 550) for i in range(6)]
+    body = [
+        line(f"Posterior distributions summarise what the data say, line {i}.", 50, 90 + i * PITCH, 550)
+        for i in range(6)
+    ]
     folio = line("37", 295, 740, 305)
     layout = build_markdown(shuffled([head, *body, folio]), WIDTH, HEIGHT)
     assert layout.furniture == ["BAYESIAN INFERENCE", "37"]
@@ -134,14 +275,20 @@ def test_caps_running_head_and_bottom_folio() -> None:
 
 def test_chapter_title_at_the_top_is_a_heading_not_furniture() -> None:
     title = line("Chapter 1. Bayesian Inference", 50, 60, 330, h=20)
-    body = [line(f"Bayesian statistics treats every unknown as random, line {i} of it.", 50, 110 + i * PITCH, 550) for i in range(5)]
+    body = [
+        line(f"Bayesian statistics treats every unknown as random, line {i} of it.", 50, 110 + i * PITCH, 550)
+        for i in range(5)
+    ]
     layout = build_markdown(shuffled([title, *body]), WIDTH, HEIGHT)
     assert layout.furniture == []
     assert layout.markdown.startswith("# Chapter 1. Bayesian Inference\n\n")
 
 
 def test_last_body_line_ending_in_a_number_is_not_a_folio() -> None:
-    body = [line(f"Text line {i} of a page that has no page number at all, as we see", 50, 90 + i * PITCH, 550) for i in range(5)]
+    body = [
+        line(f"Text line {i} of a page that has no page number at all, as we see", 50, 90 + i * PITCH, 550)
+        for i in range(5)
+    ]
     body.append(line("and the answer is 12", 50, 90 + 5 * PITCH, 160))
     layout = build_markdown(body, WIDTH, HEIGHT)
     assert layout.furniture == []
@@ -161,39 +308,65 @@ def test_indents_start_paragraphs_and_split_words_are_mended() -> None:
     lines = [line(text, x, 100 + i * PITCH, 550 if i not in (2, 5) else None) for i, (text, x) in enumerate(rows)]
     text = build_markdown(shuffled(lines), WIDTH, HEIGHT).markdown
     paragraphs = text.split("\n\n")
-    assert paragraphs[0] == "The object of the following chapters is not to teach mathematics, but to show what the science is about and why it matters to exact thought."
+    assert (
+        paragraphs[0]
+        == "The object of the following chapters is not to teach mathematics, but to show what the science is about and why it matters to exact thought."
+    )
     assert paragraphs[1].startswith("The first acquaintance")
     assert paragraphs[1].endswith("a well- Known example.")  # a capital after the hyphen: not a split word
 
 
 def test_vertical_gap_starts_a_paragraph() -> None:
-    first = [line(f"Block paragraph one, line {i}, with no indent at all anywhere.", 50, 100 + i * PITCH, 550) for i in range(3)]
-    second = [line(f"Block paragraph two, line {i}, with no indent at all anywhere.", 50, 170 + i * PITCH, 550) for i in range(3)]
+    first = [
+        line(f"Block paragraph one, line {i}, with no indent at all anywhere.", 50, 100 + i * PITCH, 550)
+        for i in range(3)
+    ]
+    second = [
+        line(f"Block paragraph two, line {i}, with no indent at all anywhere.", 50, 170 + i * PITCH, 550)
+        for i in range(3)
+    ]
     text = build_markdown(shuffled([*first, *second]), WIDTH, HEIGHT).markdown
     assert text.count("\n\n") == 1
 
 
 def test_larger_rows_become_headings_but_a_large_type_passage_does_not() -> None:
     heading = line("1.1 Conjugate Priors", 50, 60, 260, h=17)
-    abstract = [line(f"An abstract set in larger type, line {i} of five, runs on", 50, 100 + i * 22, 550, h=17) for i in range(5)]
-    body = [line(f"Ordinary body text follows the abstract here, line {i}.", 50, 230 + i * PITCH, 550) for i in range(8)]
+    abstract = [
+        line(f"An abstract set in larger type, line {i} of five, runs on", 50, 100 + i * 22, 550, h=17)
+        for i in range(5)
+    ]
+    body = [
+        line(f"Ordinary body text follows the abstract here, line {i}.", 50, 230 + i * PITCH, 550) for i in range(8)
+    ]
     text = build_markdown(shuffled([heading, *abstract, *body]), WIDTH, HEIGHT).markdown
     assert text.startswith("## 1.1 Conjugate Priors\n\n")
     assert text.count("#") == 2
 
 
 def test_two_row_heading_is_one_heading() -> None:
-    title = [line("Corporate social responsibility and the", 50, 60, 500, h=22), line("tobacco industry: hope or hype?", 50, 86, 400, h=22)]
-    body = [line(f"Body text line {i} of the article, set in the ordinary size.", 50, 130 + i * PITCH, 550) for i in range(6)]
+    title = [
+        line("Corporate social responsibility and the", 50, 60, 500, h=22),
+        line("tobacco industry: hope or hype?", 50, 86, 400, h=22),
+    ]
+    body = [
+        line(f"Body text line {i} of the article, set in the ordinary size.", 50, 130 + i * PITCH, 550)
+        for i in range(6)
+    ]
     text = build_markdown(shuffled([*title, *body]), WIDTH, HEIGHT).markdown
     assert text.startswith("# Corporate social responsibility and the tobacco industry: hope or hype?\n\n")
 
 
 def test_text_layer_font_sizes_and_bold_caps_headings() -> None:
     lines = [
-        *[line(f"The text of the last section ends here, line {i} of it.", 50, 60 + i * PITCH, 500, size=9) for i in range(2)],
+        *[
+            line(f"The text of the last section ends here, line {i} of it.", 50, 60 + i * PITCH, 500, size=9)
+            for i in range(2)
+        ],
         line("REFERENCES", 50, 100, 130, bold=True, size=9),
-        *[line(f"{i} Author A. A title of a work cited here. Journal {i}.", 50, 116 + i * PITCH, 500, size=9) for i in range(1, 5)],
+        *[
+            line(f"{i} Author A. A title of a work cited here. Journal {i}.", 50, 116 + i * PITCH, 500, size=9)
+            for i in range(1, 5)
+        ],
     ]
     text = build_markdown(lines, WIDTH, HEIGHT).markdown
     assert "\n\n### REFERENCES\n\n1 Author A." in text

@@ -3,6 +3,8 @@
 The CLI prints one as a single line (exit code 2); the MCP server turns one into a tool error the model reads.
 """
 
+from __future__ import annotations
+
 
 class BookOcrError(Exception):
     """Base class: the message is shown to the user as one line."""
@@ -45,6 +47,22 @@ class UnknownLabelError(PageRangeError):
 
 class BookLockedError(BookOcrError):
     """Another run is writing the book."""
+
+
+class DamagedBookError(BookOcrError):
+    """A book whose manifest is unreadable or incomplete: only that book is affected."""
+
+    @classmethod
+    def of(cls, book_id: str, problem: str) -> DamagedBookError:
+        return cls(
+            f"book {book_id!r} is damaged: its manifest.json {problem}; rebuild it from the page files and the "
+            f"source with `bookocr ocr --repair {book_id}` (or --repair SOURCE --book {book_id}), or start it afresh "
+            "with `bookocr ocr SOURCE --replace`"
+        )
+
+
+class DiskFullError(BookOcrError):
+    """No space left for a corpus file (ENOSPC / EDQUOT): the write was undone."""
 
 
 class BookConflictError(BookOcrError):

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,12 @@ def add_ocr(sub: argparse._SubParsersAction) -> None:
         "--max-wait", type=float, metavar="SECONDS", help="with --wait, wait at most this long (implies --wait)"
     )
     p.add_argument("--estimate", action="store_true", help="print the pages and the expected cost of the run, and stop")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild a damaged book's manifest from its page files and source (PATH: the book id or the source), "
+        "and stop; `bookocr ocr SOURCE` then resumes it",
+    )
     add_engine_options(p)
     p.set_defaults(handler=cmd_ocr)
 
@@ -119,6 +126,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def cmd_ocr(args: argparse.Namespace, library: Library) -> int:
+    if args.repair:
+        return cmd_repair(args, library)
     options = run_options(args)
     if args.estimate:
         return show_estimate(args, library, options)
@@ -137,6 +146,17 @@ def cmd_ocr(args: argparse.Namespace, library: Library) -> int:
         text += f"\n{summary.cost.describe()}"
     emit(args, summary.as_dict(), text)
     return 0 if run.failed == 0 else 3
+
+
+def cmd_repair(args: argparse.Namespace, library: Library) -> int:
+    status = library.repair(args.path, args.book, lock_wait(args))
+    emit(
+        args,
+        status.as_dict(),
+        f"{status.book}: manifest rebuilt; {status.done} of {status.pages} page(s) kept, {status.pending} to do "
+        f"(`bookocr ocr {status.source_path}` does them)",
+    )
+    return 0
 
 
 def show_estimate(args: argparse.Namespace, library: Library, options: RunOptions) -> int:
@@ -170,7 +190,12 @@ def add_list(sub: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace, library: Library) -> int:
     books = library.statuses()
-    lines = [f"{b.book:<30} {b.state:<22} {b.done:>5}/{b.pages:<5} {b.source}" for b in books]
+    lines = [
+        f"{b.book:<30} {b.state:<22} {b.error}"
+        if b.state == "damaged"
+        else f"{b.book:<30} {b.state:<22} {b.done:>5}/{b.pages:<5} {b.source}"
+        for b in books
+    ]
     emit(
         args,
         {"corpus": str(library.corpus.root), "books": books},
@@ -281,13 +306,14 @@ def add_reindex(sub: argparse._SubParsersAction) -> None:
 
 def cmd_reindex(args: argparse.Namespace, library: Library) -> int:
     done = library.reindex(args.book)
+    left_out = "".join(f"\nnot indexed: {why}" for why in done["not_indexed"].values())
     emit(
         args,
         done,
         f"indexed {done['pages']} page(s) of {args.book or 'every book'} in {done['seconds']:.1f} s; "
-        f"index {done['index']} ({done['bytes'] / 1e6:.1f} MB)",
+        f"index {done['index']} ({done['bytes'] / 1e6:.1f} MB){left_out}",
     )
-    return 0
+    return 3 if done["not_indexed"] else 0
 
 
 def add_reclean(sub: argparse._SubParsersAction) -> None:
@@ -401,8 +427,23 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the MCP server for LLM agents (stdio, for Claude Desktop; or --http)")
     p.add_argument("--http", action="store_true", help="serve streamable HTTP on 127.0.0.1 (at /mcp) instead of stdio")
     p.add_argument("--port", type=int, default=8000, help="port for --http (default 8000)")
+    _add_token_option(p)
     _add_allow_options(p)
     p.set_defaults(handler=cmd_serve)
+
+
+def _add_token_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token",
+        default=None,
+        help="with --http: the bearer token clients must send (default $BOOKOCR_TOKEN; none: any local "
+        "process can connect)",
+    )
+
+
+def http_token(args: argparse.Namespace) -> str | None:
+    """The token of ``--token``, else $BOOKOCR_TOKEN; None when neither is set."""
+    return args.token or os.environ.get("BOOKOCR_TOKEN") or None
 
 
 def _add_allow_options(p: argparse.ArgumentParser) -> None:
@@ -420,8 +461,11 @@ def cmd_serve(args: argparse.Namespace, library: Library) -> int:
     from server.mcp_server import leave, serve
     from server.safety import InputPolicy
 
+    if args.token and not args.http:
+        raise BookOcrError("--token is for `bookocr serve --http`; a stdio server is reached only by its client")
     try:
-        serve(library, InputPolicy.from_options(args.allow, args.max_file_mb), http=args.http, port=args.port)
+        policy = InputPolicy.from_options(args.allow, args.max_file_mb)
+        serve(library, policy, http=args.http, port=args.port, token=http_token(args) if args.http else None)
     finally:
         # The server's lifespan has asked the jobs to stop (this waits no longer than it did); a job
         # stuck in a page must not keep the process, and its book's lock, alive once the client is gone.
@@ -432,6 +476,14 @@ def cmd_serve(args: argparse.Namespace, library: Library) -> int:
 def add_mcp_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mcp-config", help="print a claude_desktop_config.json entry that starts `bookocr serve`")
     p.add_argument("--name", default="bookocr", help="the server's name in the config (default bookocr)")
+    p.add_argument(
+        "--http",
+        action="store_true",
+        help="print an entry for HTTP clients of `bookocr serve --http`, with its token (a new one unless "
+        "--token or $BOOKOCR_TOKEN gives it)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="with --http: the server's port (default 8000)")
+    _add_token_option(p)
     _add_allow_options(p)
     p.set_defaults(handler=cmd_mcp_config)
 
@@ -439,11 +491,26 @@ def add_mcp_config(sub: argparse._SubParsersAction) -> None:
 def cmd_mcp_config(args: argparse.Namespace, library: Library) -> int:
     from server.mcp_server import desktop_config
 
+    if args.http:
+        return print_http_config(args)
     print(json.dumps(desktop_config(library.corpus.root, args.allow, args.name, args.max_file_mb), indent=2))
     if not args.allow:
         print("note: no --allow given; the server will read books under your home folder only", file=sys.stderr)
     print(
         'add this to claude_desktop_config.json (merge it into an existing "mcpServers"), then restart Claude Desktop',
+        file=sys.stderr,
+    )
+    return 0
+
+
+def print_http_config(args: argparse.Namespace) -> int:
+    from server.mcp_server import http_client_config
+
+    token = http_token(args) or secrets.token_urlsafe(32)
+    print(json.dumps(http_client_config(token, args.port, args.name), indent=2))
+    print(
+        f"start the server with the same token: BOOKOCR_TOKEN={token} bookocr serve --http --port {args.port}; "
+        "clients send it as 'Authorization: Bearer <token>'",
         file=sys.stderr,
     )
     return 0

@@ -16,6 +16,8 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from ocr_backend.engines.base import PageResult
-from ocr_backend.errors import BookConflictError, BookOcrError, PageRangeError, UnknownBookError, UnknownLabelError
+from ocr_backend.errors import (
+    BookConflictError,
+    BookOcrError,
+    DamagedBookError,
+    DiskFullError,
+    PageRangeError,
+    UnknownBookError,
+    UnknownLabelError,
+)
 from ocr_backend.sources import SourceInfo
 from server import locks
 from server.labels import label_runs, pages_with_label
@@ -60,7 +70,7 @@ def slugify(name: str) -> str:
 
 
 def check_book_id(book_id: str) -> str:
-    if not isinstance(book_id, str) or not BOOK_ID_RE.match(book_id):
+    if not isinstance(book_id, str) or not BOOK_ID_RE.fullmatch(book_id):
         raise BookOcrError(
             f"invalid book id {book_id!r}: use 1-100 characters from a-z, 0-9, '-' and '_', starting with a "
             "letter or digit"
@@ -79,10 +89,30 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"the disk is full: cannot write {path} ({exc.strerror}); the file is as it was. Free some space and "
+                "run the same command again to resume"
+            ) from exc
         raise
+
+
+def manifest_problem(data: Any) -> str | None:
+    """What makes a parsed manifest unusable, or None."""
+    if not isinstance(data, dict):
+        return "is not a JSON object"
+    source, pages = data.get("source"), data.get("pages")
+    if not isinstance(source, dict) or not all(isinstance(source.get(k), str) for k in ("name", "path", "sha256")):
+        return 'lacks the "source" name, path and sha256'
+    if not isinstance(pages, list) or data.get("page_count") != len(pages):
+        return 'lacks "pages" or its "page_count" does not match them'
+    statuses = (*DONE_STATUSES, "failed", "pending")
+    if not all(p is None or (isinstance(p, dict) and p.get("status", "pending") in statuses) for p in pages):
+        return "has a page entry that is not a page record"
+    return None
 
 
 @dataclass
@@ -103,6 +133,8 @@ class PageRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific numbers (gpu_seconds, cost_usd, ...)
     label: str | None = None  # the number printed on the page
     label_source: str | None = None  # pdf | printed | inferred
+    size: int | None = None  # bytes of the page file as written (None in manifests older than issue 16)
+    sha256: str | None = None  # of the page file as written
 
     @property
     def done(self) -> bool:
@@ -117,7 +149,7 @@ class PageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("extra", "label", "label_source"):
+        for optional in ("extra", "label", "label_source", "size", "sha256"):
             if not data[optional]:
                 del data[optional]
         return data
@@ -135,10 +167,11 @@ class PageView:
     page_count: int
     markdown: str
     record: PageRecord
+    damage: str = ""  # why a done page's file cannot be trusted (then ``markdown`` is empty)
 
     @property
     def status(self) -> str:
-        return self.record.status
+        return "damaged" if self.damage else self.record.status
 
     @property
     def label(self) -> str | None:
@@ -157,6 +190,11 @@ class Book:
         self.writable = writable  # False for the shared, cached copies readers get from Corpus.book()
         self._dirty = False
         self._last_flush = 0.0
+        # page -> (file stat and sha256, what is wrong): kept by the corpus, so a new manifest version of the
+        # book does not read and hash every page again
+        self._checked: dict[int, tuple[tuple[int, int, int, str | None], str]] = corpus.page_checks.setdefault(
+            book_id, {}
+        )
 
     # --- reading -------------------------------------------------------------------
     @property
@@ -201,9 +239,56 @@ class Book:
 
     def read_page(self, number: int) -> PageView:
         record = self.page(number)
-        path = self.page_path(number)
-        text = path.read_text(encoding="utf-8") if record.done and path.exists() else ""
-        return PageView(self.id, number, self.page_count, text, record)
+        text, damage = self._read_checked(number, record) if record.done else ("", "")
+        return PageView(self.id, number, self.page_count, text, record, damage)
+
+    def page_damage(self, number: int, thorough: bool = True) -> str:
+        """Why a done page's file cannot be trusted ('' when it is sound, or the page is not done).
+
+        ``thorough=False`` looks only at the file's presence and size (a stat, no read): cheap enough for
+        every page of a library listing; a full check reads and hashes the file (cached while it is unchanged).
+        """
+        record = self.page(number)
+        if not record.done:
+            return ""
+        try:
+            st = self.page_path(number).stat()
+        except FileNotFoundError:
+            return "its page file is missing"
+        except OSError as exc:
+            return f"its page file cannot be read ({exc.strerror or exc})"
+        if record.size is not None and st.st_size != record.size:
+            return f"its page file is {st.st_size} bytes, not the {record.size} written"
+        if not thorough:
+            return ""
+        key = (st.st_ino, st.st_mtime_ns, st.st_size, record.sha256)
+        cached = self._checked.get(number)
+        if cached is not None and cached[0] == key:  # the same file, checked against the same record
+            return cached[1]
+        damage = self._read_checked(number, record)[1]
+        self._checked[number] = (key, damage)
+        return damage
+
+    def damaged_pages(self, thorough: bool = False) -> list[int]:
+        """Done pages whose file is missing or of another size (``thorough``: or unreadable, or changed)."""
+        return [n for n in self.done_pages() if self.page_damage(n, thorough)]
+
+    def _read_checked(self, number: int, record: PageRecord) -> tuple[str, str]:
+        """The page's text and '', or '' and what is wrong with its file."""
+        try:
+            raw = self.page_path(number).read_bytes()
+        except FileNotFoundError:
+            return "", "its page file is missing"
+        except OSError as exc:
+            return "", f"its page file cannot be read ({exc.strerror or exc})"
+        if record.size is not None and len(raw) != record.size:
+            return "", f"its page file is {len(raw)} bytes, not the {record.size} written"
+        if record.sha256 and hashlib.sha256(raw).hexdigest() != record.sha256:
+            return "", "its page file is not the one written (sha256 differs)"
+        try:
+            return raw.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            return "", "its page file is not valid UTF-8"
 
     # --- printed page labels ---------------------------------------------------------
     def labels(self) -> list[str | None]:
@@ -303,8 +388,9 @@ class Book:
     # --- writing (caller holds the lock) --------------------------------------------
     def record(self, result: PageResult, render: dict[str, Any] | None = None, render_seconds: float = 0.0) -> None:
         number = self.check_page(result.number)
-        if result.status in DONE_STATUSES:
-            atomic_write(self.page_path(number), result.markdown.rstrip() + "\n")
+        written = (result.markdown.rstrip() + "\n").encode("utf-8") if result.status in DONE_STATUSES else None
+        if written is not None:
+            atomic_write(self.page_path(number), written)
             if result.raw is not None:
                 atomic_write(self.raw_path(number), result.raw)
         previous = self.pages[number - 1] or PENDING
@@ -323,6 +409,8 @@ class Book:
             extra=dict(result.extra),
             label=previous.label,
             label_source=previous.label_source,
+            size=None if written is None else len(written),
+            sha256=None if written is None else hashlib.sha256(written).hexdigest(),
         )
         self.changed()
         if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
@@ -336,6 +424,7 @@ class Book:
         if changed:
             atomic_write(path, text)
         record.flags, record.chars = flags, len(markdown)
+        record.size, record.sha256 = len(text.encode("utf-8")), hashlib.sha256(text.encode("utf-8")).hexdigest()
         record.extra.update(extra)
         self.changed()
         return changed
@@ -366,13 +455,20 @@ class Book:
         parts = []
         for number in range(1, self.page_count + 1):
             view = self.read_page(number)
-            if view.record.done:
+            if view.record.done and not view.damage:
                 parts.append(f"{page_marker(number, view.label)}\n\n{view.markdown.strip()}\n")
             else:
-                reason = view.record.reason
+                reason = view.damage or view.record.reason
                 note = f"(page {number} {view.status}{': ' + reason if reason else ''})"
                 parts.append(f"{page_marker(number, view.label)}\n\n<!-- {note.replace('--', '-')} -->\n")
         return "\n".join(parts)
+
+    def document_is_current(self) -> bool:
+        """Whether ``document.mmd`` holds exactly what :meth:`document_text` makes (not missing, cut or changed)."""
+        try:
+            return (self.dir / "document.mmd").read_text(encoding="utf-8") == self.document_text()
+        except (OSError, UnicodeDecodeError):
+            return False
 
     def write_document(self) -> Path:
         """Write ``document.mmd`` (see :meth:`document_text`)."""
@@ -388,16 +484,17 @@ class Corpus:
         self.root = Path(root).expanduser() if root is not None else default_corpus_dir()
         self._cache: dict[str, tuple[tuple[int, int, int], Book]] = {}  # book id -> (manifest stat, parsed book)
         self._cache_lock = threading.Lock()
+        self.page_checks: dict[str, dict[int, tuple[tuple[int, int, int, str | None], str]]] = {}
 
     def book_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if BOOK_ID_RE.match(p.name) and (p / "manifest.json").is_file()
+            p.name for p in self.root.iterdir() if BOOK_ID_RE.fullmatch(p.name) and (p / "manifest.json").is_file()
         )
 
     def has_book(self, book_id: str) -> bool:
-        return BOOK_ID_RE.match(book_id or "") is not None and (self.root / book_id / "manifest.json").is_file()
+        return BOOK_ID_RE.fullmatch(book_id or "") is not None and (self.root / book_id / "manifest.json").is_file()
 
     def book(self, book_id: str) -> Book:
         """The book as stored, for reading: parsed once per version of its manifest and shared, so it
@@ -430,13 +527,15 @@ class Corpus:
 
     def _read_manifest(self, book_id: str, path: Path) -> dict[str, Any]:
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise self._unknown(book_id) from None
         except (OSError, ValueError) as exc:
-            raise BookOcrError(
-                f"the manifest of book {book_id!r} cannot be read ({exc}); re-run `bookocr ocr` on it"
-            ) from exc
+            raise DamagedBookError.of(book_id, f"cannot be read ({exc})") from exc
+        problem = manifest_problem(data)
+        if problem:
+            raise DamagedBookError.of(book_id, problem)
+        return data
 
     def existing_book(self, book_id: str, source: SourceInfo, replace: bool = False) -> Book | None:
         """The stored book made from this very source, or None if there is none (or it will be replaced).
@@ -446,7 +545,12 @@ class Corpus:
         """
         if not self.has_book(check_book_id(book_id)):
             return None
-        book = self.book(book_id)
+        try:
+            book = self.book(book_id)
+        except DamagedBookError:
+            if replace:
+                return None
+            raise
         if book.source_sha256 == source.sha256 and book.page_count == source.page_count:
             return book
         if not replace:
@@ -504,7 +608,22 @@ class Corpus:
 
     def is_locked(self, book_id: str) -> bool:
         """Whether a live run holds the book's lock (a lock left by a process that is gone does not count)."""
+        if self.read_only:
+            return False  # no run can write here (the lock file cannot even be opened for locking)
         return locks.is_held(self._lock_path(book_id))
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the corpus exists but cannot be written (a read-only mount, a backup): reads still work."""
+        return self.root.is_dir() and not os.access(self.root, os.W_OK)
+
+    def check_writable(self) -> None:
+        """Raise, in one line, before a write to a read-only corpus."""
+        if self.read_only:
+            raise BookOcrError(
+                f"the corpus {self.root} is read-only: books can be read and searched, but OCR, reindex, reclean "
+                "and repair need it writable (mount it read-write, or copy it and use --corpus)"
+            )
 
     @contextlib.contextmanager
     def lock(self, book_id: str, wait: bool | float = False) -> Iterator[None]:

@@ -18,7 +18,7 @@ from typing import Any
 from ocr_backend.deepseek.pricing import CostTally
 from ocr_backend.engines import engine_class, engine_classes
 from ocr_backend.engines.base import Estimate
-from ocr_backend.errors import BookOcrError, PageRangeError, UnknownBookError
+from ocr_backend.errors import BookOcrError, DamagedBookError, PageRangeError, UnknownBookError
 from server.contents import Contents, book_contents
 from server.corpus import Book, Corpus, PageRecord, PageView, check_book_id
 from server.jobs import Job, JobManager
@@ -31,7 +31,8 @@ MAX_LISTED_PAGES = 50  # failed / flagged page lists are cut here to keep answer
 @dataclass
 class BookStatus:
     """Where a book stands. ``state``: queued | running | running-elsewhere | complete |
-    complete-with-failures | incomplete | error; ``detail`` is "stalled" when a run has gone quiet."""
+    complete-with-failures | incomplete | error | damaged (its manifest cannot be read: ``error`` says
+    why); ``detail`` is "stalled" when a run has gone quiet."""
 
     book: str
     state: str
@@ -55,6 +56,7 @@ class BookStatus:
     detail: str | None = None
     stalled_s: float | None = None
     message: str = ""
+    damaged_pages: list[int] = field(default_factory=list)  # done pages whose file is missing or changed
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -69,7 +71,7 @@ class PageText:
     page_count: int
     label: str | None  # the number printed on the page, when known
     label_source: str | None
-    status: str  # ok | fallback | failed | pending
+    status: str  # ok | fallback | failed | pending | damaged (its file is missing or not the one written)
     engine: str | None
     flags: list[str]
     reason: str
@@ -80,6 +82,11 @@ class PageText:
         """The text, or what to do about a page that has none."""
         if self.status in ("ok", "fallback"):
             return self.markdown.strip() or "(this page has no text: it is blank or a picture)"
+        if self.status == "damaged":
+            return (
+                f"(page {self.page} is damaged: {self.reason}. Its text is not shown; run the OCR again on the same "
+                "file to redo it.)"
+            )
         if self.status == "failed":
             why = f": {self.reason}" if self.reason else ""
             return (
@@ -173,11 +180,13 @@ class Library:
         )
         return UnknownBookError(f"no book {book_id!r} in the library ({self.corpus.root}); books: {shown}")
 
-    def status(self, book_id: str) -> BookStatus:
+    def status(self, book_id: str, thorough: bool = True) -> BookStatus:
+        """Where the book stands. ``thorough`` checks every page file's hash (cached while files are
+        unchanged); without it only their presence and size, cheap enough for a whole library's list."""
         check_book_id(book_id)
         job = self.jobs.job(book_id)
         if self.corpus.has_book(book_id) or (job is not None and job.active and job.live_book is not None):
-            status = stored_status(self.open_book(book_id))
+            status = stored_status(self.open_book(book_id), thorough)
         elif job is not None:
             status = _new_book_status(job)
         else:
@@ -190,7 +199,27 @@ class Library:
         return status
 
     def statuses(self) -> list[BookStatus]:
-        return [self.status(book_id) for book_id in self.book_ids()]
+        """Every book's status; a damaged book is listed as such, not an error for the whole library."""
+        return [self._listed_status(book_id) for book_id in self.book_ids()]
+
+    def _listed_status(self, book_id: str) -> BookStatus:
+        try:
+            return self.status(book_id, thorough=False)
+        except DamagedBookError as exc:
+            return damaged_status(book_id, str(exc))
+
+    def repair(self, target: str | Path, book: str | None = None, wait: bool | float = False) -> BookStatus:
+        """Rebuild a damaged book's manifest from its page files and source (``target``: the book id or the
+        source file); the next :meth:`ocr` then resumes it."""
+        from server.repair import rebuild_manifest, repair_target
+        from server.search import sync_book_quietly
+
+        self.corpus.check_writable()
+        book_id, source = repair_target(self.corpus, target, book)
+        with self.corpus.lock(book_id, wait):
+            repaired = rebuild_manifest(self.corpus, book_id, source)
+        sync_book_quietly(self.corpus, repaired)
+        return self.status(book_id)
 
     # --- reading -----------------------------------------------------------------------------------
     def read_pages(
@@ -222,13 +251,9 @@ class Library:
         return PageRange(book.id, book.page_count, pages, last, False, book.state())
 
     def document(self, book_id: str) -> str:
-        """The whole book with page markers, as ``document.mmd`` has it (composed afresh while a run writes it)."""
-        book = self.open_book(book_id)
-        job = self.jobs.job(book.id)
-        stored = book.dir / "document.mmd"
-        if stored.exists() and not (job is not None and job.active):
-            return stored.read_text(encoding="utf-8")
-        return book.document_text()
+        """The whole book with page markers, as ``document.mmd`` has it: composed afresh from the checked page
+        files, so a damaged ``document.mmd`` (or page) is never served as the book's text."""
+        return self.open_book(book_id).document_text()
 
     def document_path(self, book_id: str) -> Path:
         return self.open_book(book_id).dir / "document.mmd"
@@ -255,6 +280,7 @@ class Library:
     def reindex(self, book_id: str | None = None) -> dict[str, Any]:
         from server.search import SearchIndex
 
+        self.corpus.check_writable()
         index = SearchIndex(self.corpus)
         started = time.perf_counter()
         pages = index.reindex(book_id)
@@ -264,13 +290,21 @@ class Library:
             for p in index.path.parent.glob(index.path.name + "*")
             if p.name.endswith(("sqlite", "-wal"))
         )
-        return {"book": book_id, "pages": pages, "seconds": round(seconds, 3), "index": str(index.path), "bytes": size}
+        return {
+            "book": book_id,
+            "pages": pages,
+            "seconds": round(seconds, 3),
+            "index": str(index.path),
+            "bytes": size,
+            "not_indexed": index.not_indexed,  # book id -> why (a damaged manifest)
+        }
 
     def reclean(self, book_id: str, figures: bool = False, wait: bool | float = False) -> Any:
         """Clean a book's DeepSeek pages again from their raw output (no GPU); the index follows."""
         from server.reclean import reclean_book
         from server.search import SearchIndex
 
+        self.corpus.check_writable()
         report = reclean_book(self.corpus, book_id, figures=figures, wait=wait)
         if report.changed:
             SearchIndex(self.corpus).reindex(book_id)
@@ -303,14 +337,30 @@ class Library:
         cancel: threading.Event | None = None,
     ) -> RunSummary:
         """OCR (or resume) a book here and now."""
+        self.corpus.check_writable()
         cost = CostTally()
+        if options.redo and self._is_damaged(path, options.book):
+            self.repair(path, options.book, options.wait_for_lock)  # keeps the pages --redo does not select
         result = run_plan(
             self.corpus, plan_run(self.corpus, path, options), progress, listeners=[cost, *listeners], cancel=cancel
         )
         return RunSummary(result, self.status(result.book), self.document_path(result.book), cost)
 
+    def _is_damaged(self, path: str | Path, book: str | None) -> bool:
+        from server.runner import book_id_for
+
+        book_id = book_id_for(path, book)
+        if not self.corpus.has_book(book_id):
+            return False
+        try:
+            self.corpus.book(book_id)
+        except DamagedBookError:
+            return True
+        return False
+
     def start(self, path: str | Path, options: RunOptions, retry_failed: bool = False) -> str:
         """Check the request at once, then OCR in the background (see :class:`~server.jobs.JobManager`)."""
+        self.corpus.check_writable()
         return self.jobs.start(path, options, retry_failed)
 
     def shutdown(self) -> bool:
@@ -326,20 +376,22 @@ def page_text(view: PageView) -> PageText:
         view.page_count,
         r.label,
         r.label_source,
-        r.status,
+        view.status,
         r.engine,
         list(r.flags),
-        r.reason,
+        view.damage or r.reason,
         view.markdown,
     )
 
 
-def stored_status(book: Book) -> BookStatus:
+def stored_status(book: Book, thorough: bool = True) -> BookStatus:
     counts = book.counts()
     records = [r for r in book.pages if r is not None]
+    damaged = book.damaged_pages(thorough)
+    state = book.state()
     return BookStatus(
         book=book.id,
-        state=book.state(),
+        state="incomplete" if damaged and state.startswith("complete") else state,
         pages=book.page_count,
         done=counts["ok"] + counts["fallback"],
         ok=counts["ok"],
@@ -354,6 +406,30 @@ def stored_status(book: Book) -> BookStatus:
         source=book.source_name,
         source_path=book.source_path,
         updated=book.manifest.get("updated"),
+        damaged_pages=damaged[:MAX_LISTED_PAGES],
+    )
+
+
+def damaged_status(book_id: str, error: str) -> BookStatus:
+    """A book whose manifest cannot be read: listed, with the error saying how to repair it."""
+    return BookStatus(
+        book=book_id,
+        state="damaged",
+        pages=0,
+        done=0,
+        ok=0,
+        fallback=0,
+        failed=0,
+        pending=0,
+        engine=None,
+        engines_used=[],
+        quality_flags=[],
+        flagged_pages={},
+        failed_pages=[],
+        source="",
+        source_path="",
+        error=error,
+        message=f"{error}. Until then its pages cannot be read; tell the user (the MCP server does not repair books).",
     )
 
 
@@ -433,6 +509,11 @@ def next_step(s: BookStatus) -> str:
         )
     if state == "error":
         return f"The OCR run stopped: {s.error}. {done}; fix the cause and call ocr_book again to resume."
+    if s.damaged_pages:
+        return (
+            f"{len(s.damaged_pages)} page file(s) are damaged, missing or changed since they were written (see "
+            "damaged_pages); call ocr_book again with the same path to redo them."
+        )
     return f"{done}; {s.pending} page(s) are not done yet. Call ocr_book with the same path to resume."
 
 

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import dataclasses
 import functools
+import hmac
 import io
 import logging
 import os
@@ -25,12 +26,14 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ocr_backend.engines import engine_classes
 from ocr_backend.errors import BookOcrError, PathNotAllowedError
 from ocr_backend.render import RenderSettings
-from ocr_backend.sources import Source, open_source
+from ocr_backend.sources import OpenCheck, Source, open_source
 from server.contents import Contents
 from server.corpus import page_marker
 from server.jobs import ACTIVE_STATES
@@ -83,7 +86,7 @@ class BookList:
 class PageInfo(BaseModel):
     page: int
     label: str | None = Field(description="the page number printed on the page, when known")
-    status: str = Field(description="ok | fallback | failed | pending")
+    status: str = Field(description="ok | fallback | failed | pending | damaged")
     engine: str | None
     quality_flags: list[str]
 
@@ -146,7 +149,8 @@ def reported(method: Callable[..., Any]) -> Callable[..., Any]:
 class SourceCache:
     """Open book sources for page images, kept a while: opening a source hashes the whole file."""
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, check: OpenCheck, size: int = 4) -> None:
+        self.check = check  # every file a source opens, checked once open: links swapped in are refused
         self.size = size
         self._entries: dict[str, tuple[tuple[int, int], Source, threading.Lock]] = {}
         self._lock = threading.Lock()
@@ -162,7 +166,7 @@ class SourceCache:
                     self._drop(str(path))
                 if len(self._entries) >= self.size:
                     self._drop(next(iter(self._entries)))  # the oldest
-                entry = (key, open_source(path), threading.Lock())
+                entry = (key, open_source(path, self.check), threading.Lock())
                 self._entries[str(path)] = entry
         _, source, source_lock = entry
         with source_lock:  # a Source is not thread-safe
@@ -376,7 +380,7 @@ class BookTools:
         self.library = library
         self.policy = policy or InputPolicy()
         self.wait_s = wait_s
-        self.sources = SourceCache()
+        self.sources = SourceCache(self.policy.check_opened)
 
     async def ocr_book(
         self,
@@ -390,7 +394,13 @@ class BookTools:
     ) -> BookStatus:
         with tool_errors():
             resolved = await anyio.to_thread.run_sync(self.policy.check_input, path)
-            run = RunOptions(book=book, engine=engine, pages=pages, engine_options=dict(options or {}))
+            run = RunOptions(
+                book=book,
+                engine=engine,
+                pages=pages,
+                engine_options=dict(options or {}),
+                open_check=self.policy.check_opened,
+            )
             book_id = await anyio.to_thread.run_sync(self.library.start, resolved, run, retry_failed)
             return await self.wait_reporting(ctx, book_id)
 
@@ -423,7 +433,11 @@ class BookTools:
 
     @reported
     def get_page(
-        self, book: str, page: int | None = None, to_page: int | None = None, printed: str | int | None = None
+        self,
+        book: str,
+        page: StrictInt | None = None,  # strict: JSON true is not page 1
+        to_page: StrictInt | None = None,
+        printed: StrictStr | StrictInt | None = None,
     ) -> Annotated[CallToolResult, PageMeta]:
         return page_result(
             self.library.read_pages(
@@ -541,8 +555,16 @@ def create_server(library: Library, policy: InputPolicy | None = None, wait_s: f
     return mcp
 
 
-def serve(library: Library, policy: InputPolicy, http: bool = False, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the server over stdio (for desktop apps) or streamable HTTP. Logs go to stderr only.
+def serve(
+    library: Library,
+    policy: InputPolicy,
+    http: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+) -> None:
+    """Run the server over stdio (for desktop apps) or streamable HTTP (``token``: the bearer token HTTP
+    clients must send, if any). Logs go to stderr only.
 
     Returns when the client closes stdin, or the HTTP server is stopped, once the OCR jobs have been
     asked to stop (the lifespan does it). A process that ends here should call :func:`leave`.
@@ -555,9 +577,59 @@ def serve(library: Library, policy: InputPolicy, http: bool = False, host: str =
         policy.describe_roots(),
     )
     if http:
-        mcp.run("streamable-http", host=host, port=port)
+        anyio.run(serve_http, mcp, host, port, token)
     else:
         mcp.run("stdio")
+
+
+async def serve_http(mcp: MCPServer, host: str, port: int, token: str | None) -> None:
+    """What ``mcp.run("streamable-http")`` does, with the app behind :class:`BearerTokenGuard` when a token
+    is set, and a start-up line that says where it listens and who may connect."""
+    import uvicorn
+
+    app: ASGIApp = mcp.streamable_http_app(host=host)
+    if token:
+        app = BearerTokenGuard(app, token)
+    print(http_start_line(host, port, token), file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=host, port=port, log_level=mcp.settings.log_level.lower())
+    await uvicorn.Server(config).serve()
+
+
+def http_url(host: str, port: int) -> str:
+    return f"http://{host}:{port}/mcp"
+
+
+def http_start_line(host: str, port: int, token: str | None) -> str:
+    if token:
+        return f"bookocr: MCP server at {http_url(host, port)}; clients must send 'Authorization: Bearer <token>'"
+    return (
+        f"bookocr: MCP server at {http_url(host, port)}; no token set, so any local process can connect and read "
+        "the library (set BOOKOCR_TOKEN, or --token, to require one)"
+    )
+
+
+class BearerTokenGuard:
+    """ASGI middleware: an HTTP request without ``Authorization: Bearer TOKEN`` gets 401 (lifespan passes)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.authorized(scope):
+            response = JSONResponse(
+                {"error": "unauthorized", "error_description": "send the server's token: Authorization: Bearer TOKEN"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bookocr"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def authorized(self, scope: Scope) -> bool:
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        scheme, _, credentials = given.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
 
 def leave(jobs_stopped: bool) -> None:
@@ -608,3 +680,9 @@ def desktop_config(
     if max_file_mb:
         args += ["--max-file-mb", str(max_file_mb)]
     return {"mcpServers": {name: {"command": command, "args": args}}}
+
+
+def http_client_config(token: str, port: int = 8000, name: str = SERVER_NAME) -> dict[str, Any]:
+    """An MCP client entry for ``bookocr serve --http`` (Claude Code's ``.mcp.json`` form)."""
+    server = {"type": "http", "url": http_url("127.0.0.1", port), "headers": {"Authorization": f"Bearer {token}"}}
+    return {"mcpServers": {name: server}}

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine, engine_class
-from ocr_backend.errors import BookOcrError, PageRangeError, RenderTimeoutError
+from ocr_backend.errors import BookOcrError, InputError, PageRangeError, RenderTimeoutError
 from ocr_backend.render import RenderSettings
-from ocr_backend.sources import Source, SourceInfo, open_source
+from ocr_backend.sources import OpenCheck, Source, SourceInfo, open_source
 from server.corpus import Book, Corpus, check_book_id, slugify
 from server.labels import book_labels
 from server.search import index_listener, sync_book_quietly
@@ -42,6 +42,7 @@ class RunOptions:
     wait_for_lock: bool | float = False  # True: up to LOCK_WAIT_S; a number: that many seconds
     engine_options: dict[str, Any] = field(default_factory=dict)
     search_index: bool = True  # index each page for search as it lands (CORPUS/index.sqlite)
+    open_check: OpenCheck | None = None  # checks every source file as it is opened (the MCP server's folders)
 
 
 @dataclass
@@ -126,7 +127,12 @@ def parse_pages(spec: str | None, page_count: int) -> list[int]:
 
 
 def book_id_for(path: str | Path, explicit: str | None) -> str:
-    return check_book_id(explicit) if explicit else slugify(Path(path).expanduser().resolve().name)
+    if explicit:
+        return check_book_id(explicit)
+    try:
+        return slugify(Path(path).expanduser().resolve().name)
+    except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError after
+        raise InputError(f"{path}: cannot be resolved ({exc}); is it a symbolic link that points to itself?") from None
 
 
 @dataclass
@@ -153,7 +159,7 @@ def plan_run(corpus: Corpus, path: str | Path, options: RunOptions | None = None
     options = options or RunOptions()
     engine_options = engine_class(options.engine).check_options(options.engine_options)
     book_id = book_id_for(path, options.book)
-    source = open_source(path)
+    source = open_source(path, options.open_check)
     try:
         pages = parse_pages(options.pages, source.info.page_count)
         corpus.existing_book(book_id, source.info, options.replace)  # raises if the id holds another file
@@ -164,12 +170,13 @@ def plan_run(corpus: Corpus, path: str | Path, options: RunOptions | None = None
 
 
 def pages_to_do(corpus: Corpus, plan: RunPlan, retry_failed: bool = True) -> list[int]:
-    """The planned pages not done yet (``retry_failed=False``: failed ones count as done)."""
+    """The planned pages not done yet (``retry_failed=False``: failed ones count as done); a done page whose
+    file is missing or not the one written is not done."""
     book = None if plan.options.redo else corpus.existing_book(plan.book, plan.info, plan.options.replace)
     if book is None:
         return list(plan.pages)
     finished = ("ok", "fallback") if retry_failed else ("ok", "fallback", "failed")
-    return [n for n in plan.pages if book.page(n).status not in finished]
+    return [n for n in plan.pages if book.page(n).status not in finished or book.page_damage(n)]
 
 
 def ocr_book(
@@ -243,7 +250,7 @@ def _run_book(
     )
     if not todo or engine is None:
         state.state = "complete"
-        if refresh_labels(book, source) or not (book.dir / "document.mmd").exists():
+        if refresh_labels(book, source) or not book.document_is_current():
             book.write_document()
     else:
         try:

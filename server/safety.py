@@ -72,6 +72,15 @@ class InputPolicy:
         """Resolve a path and check it lies under a root (no size limit: for reading a stored book's source)."""
         return self._resolve(path)
 
+    def check_opened(self, real: Path) -> None:
+        """Refuse a file already open whose real path lies outside the roots: a link swapped in after
+        :meth:`check_input` is caught here (see :func:`ocr_backend.sources.open_checked`)."""
+        if not self.is_allowed(real):
+            raise PathNotAllowedError(
+                f"{real} is outside the folders this server may read ({self.describe_roots()}) and was reached "
+                f"through a link; remove the link, or ask the user to {self.allow_hint}"
+            )
+
     def _resolve(self, path: str | os.PathLike[str]) -> Path:
         text = os.fspath(path)
         if not text.strip() or "\0" in text:

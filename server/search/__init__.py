@@ -17,7 +17,7 @@ hit of the next; a looser tier is only tried while the stricter ones found too f
 Near spellings (rapidfuzz, 1 edit for 4-7 letters, 2 from 8) of a term the index lacks are kept
 unless they are misreadings of a far more common one; an indexed term is only widened to spellings
 far rarer or far more common than itself (posteri0r beside posterior; never word4 beside word5).
-Quoted phrases skip tier 1. ``total`` counts the pages of every tier that was searched. In large
+Quoted phrases skip tier 1. ``total`` counts the pages of every tier (the same at any offset). In large
 libraries a single term on over a fifth of the pages (x, 1, i in formulas) is left out of the
 FTS5 match, which it would slow down, and counts only in the ranking.
 

@@ -30,6 +30,7 @@ from server.search.store import (
     book_rows,
     check_index_file,
     connect,
+    connect_read_only,
     count_pages,
     create_schema,
     file_inode,
@@ -68,6 +69,7 @@ class SearchIndex:
         self.corpus = corpus
         self.path = corpus.root / INDEX_FILE
         self._shared = shared_for(self.path)
+        self.not_indexed: dict[str, str] = {}  # books the last rebuild left out, and why
 
     @property
     def notice(self) -> str | None:
@@ -76,6 +78,8 @@ class SearchIndex:
 
     # --- connections and validation ------------------------------------------------------
     def _conn(self, rebuild: bool = True) -> sqlite3.Connection:
+        if self.corpus.read_only:
+            return self._read_only_conn()
         shared = self._shared
         local = shared.local
         inode = file_inode(self.path)
@@ -90,6 +94,21 @@ class SearchIndex:
                 self._open_or_rebuild(rebuild)
             conn = connect(self.path)
             local.conn, local.inode = conn, shared.ready_inode
+        return conn
+
+    def _read_only_conn(self) -> sqlite3.Connection:
+        """On a read-only corpus the index is used as it is: never rebuilt, never moved aside."""
+        local = self._shared.local
+        conn: sqlite3.Connection | None = getattr(local, "read_only_conn", None)
+        if conn is not None:
+            return conn
+        problem = check_index_file(self.path, read_only=True) if self.path.exists() else "there is none"
+        if problem not in (None, "normalizer"):  # an older normalisation still finds most words
+            raise SearchIndexError(
+                f"the search index {self.path} cannot be used ({problem}) and the corpus is read-only, so it "
+                "cannot be rebuilt; run `bookocr reindex` on a writable copy of the corpus"
+            )
+        local.read_only_conn = conn = connect_read_only(self.path)
         return conn
 
     def _open_or_rebuild(self, rebuild: bool) -> None:
@@ -195,7 +214,8 @@ class SearchIndex:
                 count = action(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT (disk full) may have ended it: keep the real error
+                    conn.execute("ROLLBACK")
                 raise
         return count
 
@@ -268,6 +288,7 @@ class SearchIndex:
                 book = self.corpus.book(book_id)
             except BookOcrError as exc:
                 log.warning("bookocr: not indexing %s: %s", book_id, exc)
+                self.not_indexed[book_id] = str(exc)
                 continue
             count += self._replace_book(conn, book)
         marks = ",".join("?" * len(book_ids))
@@ -328,7 +349,7 @@ class SearchIndex:
         try:
             return self._search(query, books, pages, limit, offset, started)
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc):
+            if self.corpus.read_only or (isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc)):
                 raise SearchIndexError(
                     f"the search index {self.path} cannot be read ({exc}); try again, or run `bookocr reindex`"
                 ) from exc
@@ -348,7 +369,8 @@ class SearchIndex:
         started: float,
     ) -> SearchResponse:
         conn = self._conn()
-        self._sync_stale_books()
+        if not self.corpus.read_only:
+            self._sync_stale_books()
         book_nums = self._book_filter(conn, books)
         where, params = rowid_filter(book_nums, pages)
         parsed = read_query(query)
@@ -428,7 +450,14 @@ class SearchIndex:
 def _book_pages(book: Book, numbers: Iterable[int]) -> Iterator[tuple[str, int, str, str | None]]:
     for number in numbers:
         view = book.read_page(number)
-        if view.status in DONE_STATUSES:
+        if view.damage:
+            log.warning(
+                "bookocr: page %d of book %s is not searchable: %s; `bookocr ocr` redoes it",
+                number,
+                book.id,
+                view.damage,
+            )
+        elif view.status in DONE_STATUSES:
             yield book.id, number, view.markdown, view.label
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from server.search.query import ParsedQuery, QueryGroup
 from server.search.store import unpack
-from server.search.tiers import Step, TierPlan
+from server.search.tiers import TierPlan
 from server.search.vocabulary import TermStats
 
 POSITIONS_KEPT = 64  # per group and page, for the proximity measures
@@ -32,27 +32,32 @@ def rank_query(
     offset: int,
     limit: int,
 ) -> tuple[int, list[tuple[float, int]]]:
-    """Walk the query's tier ladder (see :mod:`server.search`) until ``offset + limit`` pages are found.
+    """Walk the query's tier ladder (see :mod:`server.search`) until ``offset + limit`` pages are ranked.
 
-    Returns the total of the tiers searched and (score, rowid) of the hits ranked offset..offset+limit.
+    Returns the number of pages the whole ladder matches (the same at any offset, so paging ends)
+    and (score, rowid) of the hits ranked offset..offset+limit.
     """
-    plan = TierPlan(parsed, stats)
     needed = offset + limit
     ranked: list[tuple[float, int]] = []  # (score, rowid) for the hits of this page of results
-    total = 0
+    seen = 0  # pages of the steps walked so far
     earlier: list[str] = []
-    step: Step | None = None
-    for step in plan.steps(lambda: total < needed):
+    tiers: list[str] = []
+    # Every step is taken, for the total, but a step is only ranked while hits are still needed; ranking
+    # happens as each step is yielded, before the next tier widens the groups' spellings.
+    for step in TierPlan(parsed, stats).steps(lambda: True):
+        if step.tier_match not in tiers:
+            tiers.append(step.tier_match)
+        if seen >= needed:
+            continue
         match = step.match if not earlier else f"({step.match}) NOT ({' OR '.join(f'({m})' for m in earlier)})"
-        found = _rank_tier(
-            conn, match, where, params, parsed, plan.stats, step.band, max(0, offset - total), needed - total
-        )
+        found = _rank_tier(conn, match, where, params, parsed, stats, step.band, max(0, offset - seen), needed - seen)
         ranked.extend(found.hits)
-        total += found.size
+        seen += found.size
         earlier.append(step.match)
-    if step is not None and step.match != step.tier_match:  # stopped inside a tier: count all of it
-        total = _count_matches(conn, step.tier_match, where, params)
-    return total, ranked[:limit]
+    if not tiers:
+        return 0, []
+    union = tiers[0] if len(tiers) == 1 else " OR ".join(f"({m})" for m in tiers)
+    return _count_matches(conn, union, where, params), ranked[:limit]
 
 
 def _rank_tier(
@@ -77,8 +82,8 @@ def _rank_tier(
                 f"SELECT rowid, bm25(fts) FROM fts WHERE fts MATCH ?{where} ORDER BY rank LIMIT ? OFFSET ?",
                 [match, *params, hi - lo, lo],
             ).fetchall()
-            if len(rows) < hi - lo:
-                size = lo + len(rows)
+            if len(rows) < hi - lo:  # the tier ends in this block (or, when it is empty, before it)
+                size = lo + len(rows) if rows or lo == 0 else _count_matches(conn, match, where, params)
             reranked = _rerank(conn, rows, parsed, band, stats)
             hits.extend(reranked[max(start - lo, 0) : max(0, min(stop - lo, len(reranked)))])
             if size is not None:

@@ -90,6 +90,21 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, for a corpus on a read-only mount."""
+    conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab USING fts5vocab(main, fts, 'row')")
+    return conn
+
+
+def read_only_uri(path: Path) -> str:
+    """SQLite must create the -shm file to read a WAL database, which a read-only mount forbids; without a
+    -wal file there is nothing but the main file to read, so it can be opened as immutable instead."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return uri if path.with_name(path.name + "-wal").exists() else uri + "&immutable=1"
+
+
 def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     conn.executemany(
@@ -110,10 +125,12 @@ def count_pages(conn: sqlite3.Connection, change: int) -> None:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'pages'", (change,))
 
 
-def check_index_file(path: Path) -> str | None:
-    """None if the file is a current index; 'normalizer' if only its normalisation is older; else what is wrong."""
+def check_index_file(path: Path, read_only: bool = False) -> str | None:
+    """None if the file is a current index; 'normalizer' if only its normalisation is older; else what is wrong.
+    ``read_only``: the corpus is on a read-only mount (see :func:`read_only_uri`)."""
+    uri = read_only_uri(path) if read_only else f"file:{path}?mode=ro"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             conn.execute("SELECT count(*) FROM books").fetchone()

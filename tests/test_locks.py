@@ -155,3 +155,29 @@ def test_a_queued_job_and_a_stuck_job_do_not_hold_up_shutdown(tmp_path: Path, co
     release.set()
     jobs.job(first).thread.join(5)
     assert not jobs.job(first).thread.is_alive()
+
+
+def test_asking_again_while_a_job_runs_still_checks_the_arguments(tmp_path: Path, corpus: Corpus) -> None:
+    """A second ocr_book on a running book used to return success and ignore what it would refuse."""
+    from ocr_backend.errors import EngineError
+    from server.runner import RunOptions
+
+    release = threading.Event()
+
+    def slow_run(corpus: Corpus, plan: RunPlan, progress, listeners, cancel: threading.Event) -> Progress:
+        release.wait(30)
+        plan.close()
+        return Progress(book=plan.book, total=1, state="complete")
+
+    jobs = JobManager(corpus, run=slow_run)
+    pdf = numbered_text_pdf(tmp_path / "busy.pdf", 2)
+    book = jobs.start(pdf)
+    try:
+        with pytest.raises(EngineError, match="unknown engine"):
+            jobs.start(pdf, RunOptions(engine="../../x"))
+        with pytest.raises(EngineError, match="has no option"):
+            jobs.start(pdf, RunOptions(engine="local", engine_options={"gpu": "H100"}))
+        assert jobs.start(pdf) == book  # the same request again: reported on, not started twice
+    finally:
+        release.set()
+        jobs.job(book).thread.join(5)

@@ -279,6 +279,9 @@ def _missing_structure(doc: pymupdf.Document, index: int) -> str:
     except Exception as exc:  # MuPDF raises on a page object it cannot parse
         return f"page {index + 1} cannot be read ({_short(exc)})"
     refs = [int(r) for r in re.findall(r"(\d+) \d+ R", value)] if kind in ("xref", "array") else []
+    if kind == "xref" and len(refs) == 1 and 0 < refs[0] < doc.xref_length() and not doc.xref_is_stream(refs[0]):
+        held = doc.xref_object(refs[0], compressed=True).strip()  # /Contents may name an array of streams
+        refs = [int(r) for r in re.findall(r"(\d+) \d+ R", held)] if held.startswith("[") else refs
     if any(not 0 < r < doc.xref_length() or not doc.xref_is_stream(r) for r in refs):
         return f"page {index + 1} lost its content stream"
     return ""

@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ocr_backend.engines import EngineOption, engine_class, engine_classes
 from ocr_backend.errors import BookOcrError
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from server.corpus import Corpus, default_corpus_dir
-from server.formatting import clock
+from server.formatting import clock, describe_duration
 from server.library import Library, PageRange
 from server.locks import LOCK_WAIT_S
 from server.progress import ProgressBar
@@ -199,7 +200,8 @@ def cmd_list(args: argparse.Namespace, library: Library) -> int:
     emit(
         args,
         {"corpus": str(library.corpus.root), "books": books},
-        "\n".join(lines) or f"no books in {library.corpus.root}",
+        "\n".join(lines)
+        or f"no books in {library.corpus.root.resolve()} (another corpus: --corpus DIR or $BOOKOCR_CORPUS)",
     )
     return 0
 
@@ -213,8 +215,23 @@ def add_status(sub: argparse._SubParsersAction) -> None:
 def cmd_status(args: argparse.Namespace, library: Library) -> int:
     status = library.status(args.book)
     data = status.as_dict()
-    emit(args, data, "\n".join(f"{key}: {value}" for key, value in data.items() if key != "message"))
+    emit(args, data, "\n".join(f"{key}: {human_value(key, value)}" for key, value in data.items() if key != "message"))
     return 0
+
+
+def human_value(key: str, value: Any) -> str:
+    """A status field as a person reads it: dates, durations, plain lists."""
+    if value is None or value == [] or value == {}:
+        return "-"
+    if key == "updated" and isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if key in ("eta_s", "stalled_s") and isinstance(value, (int, float)):
+        return describe_duration(value)
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{name}: {human_value(name, item)}" for name, item in value.items())
+    return str(value)
 
 
 def add_get(sub: argparse._SubParsersAction) -> None:
@@ -235,7 +252,10 @@ def cmd_get(args: argparse.Namespace, library: Library) -> int:
     emit(
         args,
         data if _is_range(args, pages) else data[0],
-        "\n\n".join(f"<!-- page {p.page}{_printed(p.label)} ({p.status}) -->\n\n{p.body}" for p in pages.pages),
+        "\n\n".join(
+            f"<!-- page {p.page}{_printed(p.label)}{_section(p.section)} ({p.status}) -->\n\n{p.body}"
+            for p in pages.pages
+        ),
     )
     return 0
 
@@ -246,6 +266,10 @@ def _is_range(args: argparse.Namespace, pages: PageRange) -> bool:
 
 def _printed(label: str | None) -> str:
     return f' printed="{label}"' if label else ""
+
+
+def _section(section: str | None) -> str:
+    return f" {section}" if section else ""
 
 
 # --- contents -------------------------------------------------------------------------
@@ -282,17 +306,30 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pages", help="only PDF pages FIRST-LAST, e.g. 10-40")
     p.add_argument("--limit", type=int, default=10, help="hits to show (default 10)")
     p.add_argument("--offset", type=int, default=0, help="hits to skip, for paging")
+    p.add_argument(
+        "--defined",
+        action="store_true",
+        help="where is it defined: pages that define the words (or head a section) first",
+    )
     p.set_defaults(handler=cmd_search)
 
 
 def cmd_search(args: argparse.Namespace, library: Library) -> int:
     result = library.search(
-        " ".join(args.query), books=args.books, pages=args.pages, limit=args.limit, offset=args.offset
+        " ".join(args.query),
+        books=args.books,
+        pages=args.pages,
+        limit=args.limit,
+        offset=args.offset,
+        defined=args.defined,
     )
     shown = f"{result.offset + 1}-{result.offset + len(result.hits)}" if result.hits else "none"
-    lines = [f"{result.total} page(s) match {result.query!r} (showing {shown}; {result.elapsed_ms:.1f} ms)"]
+    query = result.query if '"' in result.query else f'"{result.query}"'
+    lines = [f"{result.total} page(s) match {query} (showing {shown}; {result.elapsed_ms:.1f} ms)"]
     for rank, hit in enumerate(result.hits, start=result.offset + 1):
-        lines.append(f"{rank:>3}. {hit.book} page {hit.page}{_printed(hit.label)}  score {hit.score:.3f}")
+        defines = f" [{hit.defines}]" if hit.defines else ""
+        where = f"{hit.book} page {hit.page}{_printed(hit.label)}{_section(hit.section)}{defines}"
+        lines.append(f"{rank:>3}. {where}  score {hit.score:.3f}")
         lines.append(f"     {hit.snippet}")
     emit(args, result.as_dict(), "\n".join(lines))
     return 0
@@ -494,6 +531,11 @@ def cmd_mcp_config(args: argparse.Namespace, library: Library) -> int:
     if args.http:
         return print_http_config(args)
     print(json.dumps(desktop_config(library.corpus.root, args.allow, args.name, args.max_file_mb), indent=2))
+    for folder in args.allow or []:
+        if not Path(folder).expanduser().is_dir():
+            print(
+                f"warning: --allow {folder}: no such folder (yet); the server can read nothing there", file=sys.stderr
+            )
     if not args.allow:
         print("note: no --allow given; the server will read books under your home folder only", file=sys.stderr)
     print(

@@ -23,6 +23,20 @@ from server.contents import Contents, book_contents
 from server.corpus import Book, Corpus, PageRecord, PageView, check_book_id
 from server.jobs import Job, JobManager
 from server.runner import PageListener, Progress, ProgressFn, RunOptions, parse_pages, plan_run, run_plan
+from server.search.results import SearchHit, SearchResponse
+from server.sections import (
+    DEFINITION,
+    HEADING,
+    PROMOTE_WITHIN,
+    STRONG,
+    SectionCache,
+    SectionIndex,
+    defining_heading_score,
+    definition_score,
+    heading_score,
+    page_headings,
+    query_words,
+)
 
 MAX_LISTED_PAGES = 50  # failed / flagged page lists are cut here to keep answers small
 
@@ -76,6 +90,7 @@ class PageText:
     flags: list[str]
     reason: str
     markdown: str
+    section: str | None = None  # the contents entry the page falls in: "§2.3.3 Summary"
 
     @property
     def body(self) -> str:
@@ -153,6 +168,7 @@ class Library:
     def __init__(self, corpus: Corpus, jobs: JobManager | None = None) -> None:
         self.corpus = corpus
         self.jobs = jobs or JobManager(corpus)
+        self._sections = SectionCache()
 
     # --- books -------------------------------------------------------------------------------------
     def book_ids(self) -> list[str]:
@@ -240,8 +256,10 @@ class Library:
         last = _last_page(book, first, to_page, to_printed)
         pages: list[PageText] = []
         size = 0
+        sections = self._section_index(book)
         for number in range(first, last + 1):
             text = page_text(book.read_page(number))
+            text.section = sections.section_of(number)
             size += len(text.markdown) + 40
             if pages and (
                 (max_chars is not None and size > max_chars) or (max_pages is not None and len(pages) >= max_pages)
@@ -261,6 +279,12 @@ class Library:
     def contents(self, book_id: str) -> Contents:
         return book_contents(self.open_book(book_id))
 
+    def section_of(self, book_id: str, page: int) -> str | None:
+        return self._section_index(self.open_book(book_id)).section_of(page)
+
+    def _section_index(self, book: Book) -> SectionIndex:
+        return self._sections.get(book.dir / "manifest.json", lambda: book_contents(book))
+
     def search(
         self,
         query: str,
@@ -268,14 +292,75 @@ class Library:
         pages: str | tuple[int, int] | None = None,
         limit: int = 10,
         offset: int = 0,
-    ) -> Any:
-        """Search the library (see :mod:`server.search`); ``pages`` is "FIRST-LAST" or a pair."""
+        defined: bool = False,
+    ) -> SearchResponse:
+        """Search the library (see :mod:`server.search`); ``pages`` is "FIRST-LAST" or a pair. Pages with a
+        heading naming the query (and, with ``defined``, a sentence defining it) come first in their tier."""
         from server.search import search_library
 
+        started = time.perf_counter()
         for book_id in books or []:
             self.open_book(book_id)  # an unknown book is an error that lists the books
         span = parse_span(pages) if isinstance(pages, str) else pages
-        return search_library(self.corpus, query, books=books, pages=span, limit=limit, offset=offset)
+
+        def search(first: int, count: int) -> SearchResponse:
+            return search_library(self.corpus, query, books=books, pages=span, limit=count, offset=first)
+
+        # bad paging values go to search_library, which refuses them with the range
+        within = (
+            type(limit) is int
+            and type(offset) is int
+            and limit >= 1
+            and offset >= 0
+            and offset + limit <= PROMOTE_WITHIN
+        )
+        found = search(0, PROMOTE_WITHIN) if within else search(offset, limit)  # one search in the usual case
+        if offset < PROMOTE_WITHIN and found.hits:
+            head = found.hits if within else search(0, PROMOTE_WITHIN).hits
+            promoted = self._promote(head, query_words(query), defined)
+            rest = [] if within else search(PROMOTE_WITHIN, offset + limit - PROMOTE_WITHIN).hits
+            found.hits = (promoted + rest)[offset : offset + limit]
+        elif within:
+            found.hits = found.hits[offset : offset + limit]
+        hits = found.hits
+        for hit in hits:
+            hit.section = self._hit_section(hit.book, hit.page)
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        return SearchResponse(query, found.total, offset, limit, elapsed, hits)
+
+    def _promote(self, hits: list[SearchHit], words: list[str], defined: bool) -> list[SearchHit]:
+        """Within each tier, pages whose heading names the query (then, with ``defined``, pages that define it)
+        first; the tier's scores are handed out again in the new order, so they still fall down the list."""
+        weight: dict[int, float] = {}
+        for i, hit in enumerate(hits):
+            markdown, headings = self._hit_page(hit.book, hit.page)
+            headings += page_headings(markdown)
+            by_heading = heading_score(headings, words) if words else 0.0
+            by_sentence = _definition_weight(markdown, headings, words) if defined and words else 0.0
+            hit.defines = HEADING if by_heading else DEFINITION if by_sentence >= STRONG else None
+            weight[i] = by_heading + by_sentence
+        order = sorted(range(len(hits)), key=lambda i: (-int(hits[i].score), -weight[i], i))
+        scores = [hit.score for hit in hits]
+        promoted = [hits[i] for i in order]
+        for tier in {int(score) for score in scores}:
+            places = [k for k, hit in enumerate(promoted) if int(hit.score) == tier]
+            for k, score in zip(places, sorted((s for s in scores if int(s) == tier), reverse=True)):
+                promoted[k].score = score
+        return promoted
+
+    def _hit_page(self, book_id: str, page: int) -> tuple[str, list[str]]:
+        """A hit's text and the contents headings on its page ('' and [] when the book cannot be read now)."""
+        try:
+            book = self.corpus.book(book_id)
+            return book.read_page(page).markdown, self._section_index(book).headings_on(page)
+        except BookOcrError:
+            return "", []
+
+    def _hit_section(self, book_id: str, page: int) -> str | None:
+        try:
+            return self._section_index(self.corpus.book(book_id)).section_of(page)
+        except BookOcrError:
+            return None
 
     def reindex(self, book_id: str | None = None) -> dict[str, Any]:
         from server.search import SearchIndex
@@ -368,6 +453,10 @@ class Library:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
+def _definition_weight(markdown: str, headings: list[str], words: list[str]) -> float:
+    return max(definition_score(markdown, words), defining_heading_score(headings, words))
+
+
 def page_text(view: PageView) -> PageText:
     r = view.record
     return PageText(

@@ -184,7 +184,7 @@ def test_fts5_operator_words_are_searched_as_words(corpus: Corpus) -> None:
 def test_results_serialise(library: Corpus) -> None:
     data = search_library(library, "conjugate prior", limit=1).as_dict()
     assert set(data) == {"query", "total", "offset", "limit", "elapsed_ms", "hits"}
-    assert set(data["hits"][0]) == {"book", "page", "label", "score", "snippet"}
+    assert set(data["hits"][0]) == {"book", "page", "label", "section", "defines", "score", "snippet"}
 
 
 def test_labels_follow_the_manifest_when_set_later(library: Corpus) -> None:

@@ -149,7 +149,7 @@ def test_cli_search_and_reindex(corpus: Corpus, capsys: pytest.CaptureFixture[st
     assert data["total"] == 1 and data["hits"][0]["page"] == 1 and data["elapsed_ms"] > 0
     assert main(["--corpus", str(corpus.root), "search", "rate", "--offset", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("2 page(s) match 'rate' (showing 2-2;") and "  2. cli page" in out
+    assert out.startswith('2 page(s) match "rate" (showing 2-2;') and "  2. cli page" in out
     assert main(["--corpus", str(corpus.root), "--json", "reindex"]) == 0
     assert json.loads(capsys.readouterr().out)["pages"] == 2
     assert main(["--corpus", str(corpus.root), "search", "x", "--book", "nope"]) == 2

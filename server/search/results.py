@@ -13,6 +13,8 @@ class SearchHit:
     label: str | None
     score: float
     snippet: str  # matched words marked with **…**
+    section: str | None = None  # the contents entry the page falls in: "§2.3.3 Summary"
+    defines: str | None = None  # "heading" (a heading names the query) | "definition" (a sentence defines it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

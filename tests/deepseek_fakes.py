@@ -7,8 +7,9 @@ malformed boxes); no third-party output is copied into the repository.
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ class FakeCompletion:
 class FakeRequestOutput:
     prompt_token_ids: list[int]
     outputs: list[FakeCompletion]
+    finished: bool = True
 
 
 Respond = Callable[[int, dict[str, Any]], tuple[str, str]]  # (page number, extra_args) -> (text, finish_reason)
@@ -160,6 +162,35 @@ class FakeLLM:
         return outs
 
 
+@dataclass
+class FakeAsyncLLM:
+    """Shaped like vLLM's ``AsyncLLM``: ``generate(request, params, request_id, priority=)`` streams
+    cumulative outputs, ``chunk`` tokens at a time (4 characters a token); a stream closed early
+    is an aborted request."""
+
+    respond: Respond = respond_good
+    chunk: int = 512
+    requests: list[tuple[dict[str, Any], Any, int]] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)
+
+    async def generate(
+        self, request: dict[str, Any], params: Any, request_id: str, priority: int = 0
+    ) -> AsyncIterator[FakeRequestOutput]:
+        self.requests.append((request, params, priority))
+        extra = params.get("extra_args", {}) if isinstance(params, dict) else getattr(params, "extra_args", {})
+        text, reason = self.respond(number_of(request["multi_modal_data"]["image"]), extra)
+        tokens = list(range(len(text) // 4 + 1))
+        try:
+            for end in range(self.chunk, len(tokens) + self.chunk, self.chunk):
+                done = end >= len(tokens)
+                completion = FakeCompletion(text[: end * 4], reason if done else "", tokens[:end])
+                yield FakeRequestOutput(list(range(900)), [completion], finished=done)
+                await asyncio.sleep(0)
+        except GeneratorExit:
+            self.aborted.append(request_id)
+            raise
+
+
 def fake_params(settings: Any) -> dict[str, Any]:
     return {
         "max_tokens": settings.max_tokens,
@@ -182,6 +213,10 @@ def fake_runner(respond: Respond = respond_good) -> DeepseekRunner:
     return DeepseekRunner(FakeLLM(respond), make_params=fake_params, gpu="A100", device="fake", clock=FakeClock())
 
 
+def fake_async_runner(respond: Respond = respond_good) -> DeepseekRunner:
+    return DeepseekRunner(FakeAsyncLLM(respond), make_params=fake_params, gpu="A100", device="fake")
+
+
 class LocalClass:
     """A local stand-in for the deployed class: the real runner over a fake model,
     with a record of every call and optional scripted exceptions."""
@@ -190,12 +225,17 @@ class LocalClass:
         self.runner = fake_runner(respond)
         self.errors = list(errors or [])
         self.calls: list[tuple[int, dict[str, Any]]] = []
+        self.pages: list[int] = []  # the page of every image sent, in the order sent
+        self.sends: list[tuple[tuple[int, ...], dict[str, Any]]] = []  # (pages, options) of each call
         self.timeouts: list[float | None] = []  # the deadline each call was given
         self.info_timeouts: list[float | None] = []
 
     def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float | None = None) -> list[dict[str, Any]]:
         self.calls.append((len(images), dict(options)))
         self.timeouts.append(timeout)
+        numbers = [number_of(Image.open(io.BytesIO(data))) for data in images]
+        self.pages.extend(numbers)
+        self.sends.append((tuple(numbers), dict(options)))  # one append: calls come from many threads
         if self.errors:
             raise self.errors.pop(0)
         return self.runner.run(images, options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -120,15 +121,16 @@ class DeployedClassBody:
         from ocr_backend.deepseek import modal_app
 
         self.obj = modal_app.DeepseekOcr()
+        self.obj._enter()  # Modal's .local() runs the enter hook only for sync methods
 
     def connect(self, network_check: Any = None) -> DeployedClassBody:
         return self
 
     def info(self, timeout: float) -> dict[str, Any]:
-        return self.obj.info.local()
+        return asyncio.run(self.obj.info.local())
 
     def ocr(self, images: list[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
-        return self.obj.ocr.local(list(images), options)
+        return asyncio.run(self.obj.ocr.local(list(images), options))
 
 
 @pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
@@ -137,10 +139,10 @@ def test_a_gpu_class_whose_start_up_always_fails_stops_the_run_with_the_reason(
 ) -> None:
     from ocr_backend.deepseek import modal_app
 
-    def load_fails(model_id: str) -> Any:
+    def load_fails(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(modal_app, "build_llm", load_fails)
+    monkeypatch.setattr(modal_app, "build_async_llm", load_fails)
     monkeypatch.setattr(deepseek_engine, "ModalRemote", DeployedClassBody)
     monkeypatch.setenv("BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S", "2")
     pdf = marked_pdf(tmp_path / "book.pdf", 3)
@@ -192,7 +194,8 @@ def test_deploy_runs_modal_deploy_with_the_choices(
     monkeypatch.setattr(deepseek_deploy, "_run_subprocess", lambda argv, env: ran.append((argv, env)) or 0)
     code, out, _ = run(capsys, "deploy", "--gpu", "H100", "--model", "deepseek-ai/DeepSeek-OCR-2")
     assert code == 0 and "deployed" in out
-    [(argv, env)] = ran
+    (argv, env), (weights_argv, _) = ran
+    assert weights_argv[-1] == "ocr_backend.deepseek.modal_app::download_weights"
     assert argv[-4:] == ["modal", "deploy", "-m", "ocr_backend.deepseek.modal_app"]
     assert env["BOOKOCR_GPU"] == "H100" and env["BOOKOCR_DEEPSEEK_MODEL"] == "deepseek-ai/DeepSeek-OCR-2"
 

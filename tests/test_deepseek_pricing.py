@@ -45,7 +45,11 @@ def test_prices_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_600_page_book_on_four_a100s() -> None:
     est = estimate(600, "A100", containers=4)
     assert est.gpu_seconds == pytest.approx(400) and est.compute_usd == pytest.approx(0.2332)
-    assert est.total_usd == pytest.approx((400 + 4 * (90 + 120)) * 0.000583)
+    host = 4 * 0.0000131 + 16 * 0.00000222  # 4 cores and 16 GiB a container, by the second
+    assert est.cpu_memory_usd == pytest.approx((400 + 4 * (90 + 120)) * host)
+    assert est.total_usd == pytest.approx((400 + 4 * (90 + 120)) * (0.000583 + host))
+    assert est.first_run_usd == pytest.approx(4 * 120 * (0.000583 + host))  # compiling on each container
+    assert "CPU and memory" in est.describe() and "first run after a deploy adds" in est.describe()
     assert 3 * 60 < est.wall_seconds < 4 * 60
     assert estimate(20, "A100", containers=4).containers == 1  # a short book is not spread over cold containers
 

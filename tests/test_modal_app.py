@@ -6,7 +6,9 @@ A fake ``vllm`` package is put in ``sys.modules`` so the real :func:`build_llm` 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import subprocess
 import sys
 import types
@@ -18,7 +20,7 @@ from ocr_backend.deepseek import client, modal_app
 from ocr_backend.deepseek.deploy import deploy, deploy_command
 from ocr_backend.deepseek.runner import PROMPT
 from ocr_backend.errors import BookOcrError, EngineError
-from tests.deepseek_fakes import FakeLLM, jpeg, page_image
+from tests.deepseek_fakes import FakeAsyncLLM, FakeLLM, jpeg, page_image, raw_loop, respond_good
 
 
 class FakeSamplingParams:
@@ -40,74 +42,140 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         built["llm"] = FakeLLM()
         return built["llm"]
 
+    class FakeAsyncEngineArgs:
+        def __init__(self, **kwargs: Any) -> None:
+            built["kwargs"] = kwargs
+
+    class FakeAsyncLLMClass:
+        @staticmethod
+        def from_engine_args(args: FakeAsyncEngineArgs) -> FakeAsyncLLM:
+            built["llm"] = FakeAsyncLLM(built.get("respond", respond_good))
+            return built["llm"]
+
     vllm = types.ModuleType("vllm")
     vllm.LLM = make_llm  # type: ignore[attr-defined]
     vllm.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
     models = types.ModuleType("vllm.model_executor.models.deepseek_ocr")
     models.NGramPerReqLogitsProcessor = FakeNGramProcessor  # type: ignore[attr-defined]
+    arg_utils = types.ModuleType("vllm.engine.arg_utils")
+    arg_utils.AsyncEngineArgs = FakeAsyncEngineArgs  # type: ignore[attr-defined]
+    async_llm = types.ModuleType("vllm.v1.engine.async_llm")
+    async_llm.AsyncLLM = FakeAsyncLLMClass  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.model_executor.models.deepseek_ocr", models)
+    monkeypatch.setitem(sys.modules, "vllm.engine.arg_utils", arg_utils)
+    monkeypatch.setitem(sys.modules, "vllm.v1.engine.async_llm", async_llm)
     return built
 
 
+def deployed_class() -> Any:
+    """The class body in-process, its enter hook run (Modal's ``.local()`` runs it only for sync methods)."""
+    obj = modal_app.DeepseekOcr()
+    obj._enter()
+    return obj
+
+
+def local(method: Any, *args: Any) -> Any:
+    """A method of the class run in-process; its methods are async (the class takes concurrent inputs)."""
+    return asyncio.run(method.local(*args))
+
+
 @pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
-def test_the_class_ocrs_a_whole_batch_in_one_vllm_call(fake_vllm: dict[str, Any]) -> None:
+def test_each_page_of_a_call_joins_the_async_engine_s_batch(fake_vllm: dict[str, Any]) -> None:
     images = [jpeg(page_image(n)) for n in range(1, 41)]
-    out = modal_app.DeepseekOcr().ocr.local(images, {})
+    out = local(deployed_class().ocr, images, {})
     llm = fake_vllm["llm"]
-    assert len(llm.calls) == 1 and len(llm.calls[0][0]) == 40  # continuous batching sees all 40 pages
-    requests, params = llm.calls[0]
-    assert {r["prompt"] for r in requests} == {PROMPT} == {"<image>\n<|grounding|>Convert the document to markdown."}
-    assert {r["multi_modal_data"]["image"].mode for r in requests} == {"RGB"}
+    assert len(llm.requests) == 40  # one request per page, all in the engine at once
+    request, params, priority = llm.requests[0]
+    assert request["prompt"] == PROMPT == "<image>\n<|grounding|>Convert the document to markdown."
+    assert request["multi_modal_data"]["image"].mode == "RGB" and priority == 0
     assert params.kwargs["temperature"] == 0.0 and params.kwargs["skip_special_tokens"] is False
     assert params.kwargs["max_tokens"] == 8192
     assert params.extra_args == {"ngram_size": 30, "window_size": 90, "whitelist_token_ids": {128821, 128822}}
-    llm_kwargs = fake_vllm["kwargs"]
-    assert llm_kwargs["model"] == "deepseek-ai/DeepSeek-OCR"
-    assert llm_kwargs["logits_processors"] == [FakeNGramProcessor]
-    assert llm_kwargs["enable_prefix_caching"] is False and llm_kwargs["mm_processor_cache_gb"] == 0
-    assert [
-        o["text"].startswith("<|ref|>text<|/ref|>") and f"Page {n} says" in o["text"] for n, o in enumerate(out, 1)
-    ] == [True] * 40
+    kwargs = fake_vllm["kwargs"]
+    assert kwargs["model"] == "deepseek-ai/DeepSeek-OCR" and kwargs["max_num_seqs"] == 64
+    assert kwargs["logits_processors"] == [FakeNGramProcessor] and kwargs["scheduling_policy"] == "priority"
+    assert kwargs["enable_prefix_caching"] is False and kwargs["mm_processor_cache_gb"] == 0
+    assert [f"Page {n} says" in o["text"] for n, o in enumerate(out, 1)] == [True] * 40  # in order
     first = out[0]
     assert first["finish_reason"] == "stop" and first["prompt_tokens"] == 900 and first["output_tokens"] > 0
-    assert first["model"] == "deepseek-ai/DeepSeek-OCR" and first["batch_size"] == 40
-    assert all(o["gpu_seconds"] >= 0 for o in out)
+    assert first["model"] == "deepseek-ai/DeepSeek-OCR" and all(o["gpu_seconds"] >= 0 for o in out)
 
 
 @pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
 def test_retry_options_reach_vllm(fake_vllm: dict[str, Any]) -> None:
-    modal_app.DeepseekOcr().ocr.local([jpeg(page_image(1))], {"ngram_size": 40, "window_size": 300, "unknown": 1})
-    params = fake_vllm["llm"].calls[0][1]
-    assert params.extra_args["ngram_size"] == 40 and params.extra_args["window_size"] == 300
+    options = {"ngram_size": 40, "window_size": 300, "priority": -1, "unknown": 1}
+    local(deployed_class().ocr, [jpeg(page_image(1))], options)
+    _, params, priority = fake_vllm["llm"].requests[0]
+    assert params.extra_args["ngram_size"] == 40 and params.extra_args["window_size"] == 300 and priority == -1
+
+
+@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
+def test_a_loop_is_stopped_at_the_first_attempt_s_check(fake_vllm: dict[str, Any]) -> None:
+    from ocr_backend.deepseek.runner import FIRST_ATTEMPT, FIRST_MAX_TOKENS
+
+    def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
+        if number == 1:
+            return raw_loop(1500), "length"  # ~9,000 tokens of loop if nobody stopped it
+        if number == 2:
+            rng = random.Random(2)
+            words = " ".join(
+                "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(4000)
+            )
+            return "<|ref|>text<|/ref|><|det|>[[1, 1, 999, 999]]<|/det|>\n" + words, "stop"  # long, no loop
+        return respond_good(number, extra)
+
+    fake_vllm["respond"] = respond
+    out = local(deployed_class().ocr, [jpeg(page_image(n)) for n in (1, 2, 3)], FIRST_ATTEMPT.as_dict())
+    looped, long_page, short = out
+    assert looped["finish_reason"] == "repetition" and FIRST_MAX_TOKENS <= looped["output_tokens"] < 5000
+    assert long_page["finish_reason"] == "stop" and long_page["output_tokens"] > FIRST_MAX_TOKENS  # long, not looping
+    assert short["finish_reason"] == "stop"
+    assert len(fake_vllm["llm"].aborted) == 1  # the looping request was aborted, not decoded to the end
+
+
+def test_the_gpu_meter_shares_time_among_the_requests_running() -> None:
+    from ocr_backend.deepseek.runner import GpuMeter
+
+    now = [0.0]
+    meter = GpuMeter(lambda: now[0])
+    meter.start("a")
+    now[0] = 2.0
+    meter.start("b")
+    now[0] = 4.0
+    assert meter.stop("b") == pytest.approx(1.0)  # 2 s shared by two
+    now[0] = 5.0
+    assert meter.stop("a") == pytest.approx(2.0 + 1.0 + 1.0)
 
 
 def test_deepseek_ocr_2_is_a_model_id_away(fake_vllm: dict[str, Any]) -> None:
     runner = modal_app.load_runner("deepseek-ai/DeepSeek-OCR-2")
     assert fake_vllm["kwargs"]["model"] == "deepseek-ai/DeepSeek-OCR-2"
-    assert runner.run([jpeg(page_image(2))], {})[0]["model"] == "deepseek-ai/DeepSeek-OCR-2"
+    assert asyncio.run(runner.run_async([jpeg(page_image(2))], {}))[0]["model"] == "deepseek-ai/DeepSeek-OCR-2"
 
 
 @pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
 def test_the_class_says_what_it_serves(fake_vllm: dict[str, Any]) -> None:
-    info = modal_app.DeepseekOcr().info.local()
+    info = local(deployed_class().info)
     assert info["model"] == "deepseek-ai/DeepSeek-OCR" and info["gpu"] == "A100" and info["vllm"] == "0.16.0"
-    assert info["startup_error"] is None
+    assert info["max_containers"] == 4 and info["max_inputs"] == 96 and info["max_num_seqs"] == 64
+    assert info["startup_error"] is None and "revision" in info
+    assert info["max_inputs"] > info["max_num_seqs"]  # vLLM always has the next pages queued
 
 
 @pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
 def test_a_model_that_does_not_load_is_reported_by_every_method(monkeypatch: pytest.MonkeyPatch) -> None:
-    def out_of_memory(model_id: str) -> Any:
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(modal_app, "build_llm", out_of_memory)
-    engine = modal_app.DeepseekOcr()
-    info = engine.info.local()  # the enter hook kept the error instead of crashing the container
+    monkeypatch.setattr(modal_app, "build_async_llm", out_of_memory)
+    engine = deployed_class()
+    info = local(engine.info)  # the enter hook kept the error instead of crashing the container
     assert (
         "deepseek-ai/DeepSeek-OCR" in info["startup_error"]
         and "RuntimeError: CUDA out of memory" in info["startup_error"]
     )
-    out = engine.ocr.local([jpeg(page_image(1)), jpeg(page_image(2))], {})
+    out = local(engine.ocr, [jpeg(page_image(1)), jpeg(page_image(2))], {})
     assert len(out) == 2 and all(o["startup_error"] == info["startup_error"] for o in out)
 
 
@@ -145,10 +213,20 @@ def test_deploy_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_deploy_runs_modal_deploy_and_says_why_it_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client, "has_modal_credentials", lambda: True)
-    ran: list[dict[str, str]] = []
-    done = deploy("H200", run=lambda argv, env: ran.append(env) or 0)
-    assert done == {"deployed": True, "gpu": "H200", "model": "deepseek-ai/DeepSeek-OCR", "max_containers": 4}
-    assert ran[0]["BOOKOCR_GPU"] == "H200"
+    ran: list[tuple[list[str], dict[str, str]]] = []
+    done = deploy("H200", run=lambda argv, env: ran.append((argv, env)) or 0)
+    assert done == {
+        "deployed": True,
+        "gpu": "H200",
+        "model": "deepseek-ai/DeepSeek-OCR",
+        "max_containers": 4,
+        "weights": "ready",
+    }
+    (deploy_argv, env), (weights_argv, _) = ran  # deployed, then the weights downloaded once on a CPU
+    assert env["BOOKOCR_GPU"] == "H200" and deploy_argv[-3:-1] == ["deploy", "-m"]
+    assert weights_argv[-3:] == ["run", "-m", "ocr_backend.deepseek.modal_app::download_weights"]
+    with pytest.raises(EngineError, match=r"deployed, but downloading the weights .* failed \(exit 3\)"):
+        deploy(run=lambda argv, env: 3 if "run" in argv else 0)
     with pytest.raises(EngineError, match=r"`modal deploy` failed \(exit 1\)"):
         deploy(run=lambda argv, env: 1)
     with pytest.raises(BookOcrError, match="not one of"):

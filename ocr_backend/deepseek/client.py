@@ -207,7 +207,8 @@ class ModalRemote:
         self.class_name = class_name
         self.gpu = gpu
         self._obj: Any = None
-        self._pending: dict[int, Any] = {}  # spawned calls not yet answered, cancelled by close()
+        # spawned calls not yet answered, cancelled by close(): (call, whether to stop its container)
+        self._pending: dict[int, tuple[Any, bool]] = {}
         self._lock = threading.Lock()
 
     def connect(self, network_check: Callable[[str, int], None] = check_network) -> ModalRemote:
@@ -231,20 +232,22 @@ class ModalRemote:
         return self
 
     def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
-        return self._call("ocr", timeout, list(images), options)
+        # Its container serves dozens of other pages at once: cancel the call, keep the container.
+        return self._call("ocr", timeout, list(images), options, terminate=False)
 
     def info(self, timeout: float) -> dict[str, Any]:
-        return self._call("info", timeout)
+        # No answer to this cheap call means a container that cannot start: stop it too.
+        return self._call("info", timeout, terminate=True)
 
     def close(self) -> None:
         """Cancel the calls still waiting, so Modal stops (re)starting containers for them."""
         with self._lock:
             pending = list(self._pending.values())
             self._pending.clear()
-        for call in pending:
-            _cancel(call)
+        for call, terminate in pending:
+            _cancel(call, terminate)
 
-    def _call(self, method: str, timeout: float, *args: Any) -> Any:
+    def _call(self, method: str, timeout: float, *args: Any, terminate: bool) -> Any:
         import modal.exception
 
         if self._obj is None:
@@ -258,7 +261,7 @@ class ModalRemote:
             ) from None
         call = function.spawn(*args)
         with self._lock:
-            self._pending[id(call)] = call
+            self._pending[id(call)] = (call, terminate)
         try:
             return call.get(timeout=timeout)
         except (TimeoutError, modal.exception.TimeoutError) as exc:
@@ -266,19 +269,19 @@ class ModalRemote:
             # itself timing out on Modal, or its output expiring, are failures of the call.
             if isinstance(exc, (modal.exception.FunctionTimeoutError, modal.exception.OutputExpiredError)):
                 raise
-            _cancel(call)
+            _cancel(call, terminate)
             raise DeadlineExceeded(timeout) from None
         finally:
             with self._lock:
                 self._pending.pop(id(call), None)
 
 
-def _cancel(call: Any) -> None:
-    """Cancel a spawned call, best effort and bounded. Its container is terminated too: one
-    that missed a deadline is stuck (a hung model, a start-up that never ends), and the
-    class takes one input per container, so no other page is lost with it."""
+def _cancel(call: Any, terminate: bool) -> None:
+    """Cancel a spawned call, best effort and bounded; with ``terminate``, its container too
+    (one that never answered a cheap call is stuck starting). A page's call is cancelled alone:
+    its container runs many pages at once, and a cancelled call aborts its vLLM request."""
     try:
-        call_within(lambda: call.cancel(terminate_containers=True), CANCEL_TIMEOUT_S, "bookocr-modal-cancel")
+        call_within(lambda: call.cancel(terminate_containers=terminate), CANCEL_TIMEOUT_S, "bookocr-modal-cancel")
     except Exception:  # the call is abandoned either way
         pass
 

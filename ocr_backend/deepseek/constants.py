@@ -22,6 +22,10 @@ DEFAULT_CONTAINERS = 4  # GPUs one job fans out to: the deployed class's max_con
 SCALEDOWN_WINDOW_S = 120
 
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"  # "deepseek-ai/DeepSeek-OCR-2" works too
+# Hub commits to pin a model to (what `bookocr deploy` downloads and the class loads), so an
+# upstream update cannot change a deployed class's output. None are pinned yet: the commit must be
+# read from the Hub, which this project has not done; BOOKOCR_DEEPSEEK_REVISION pins one at deploy.
+MODEL_REVISIONS: dict[str, str] = {}
 VLLM_VERSION = "0.16.0"  # first release with both DeepseekOCRForCausalLM and DeepseekOCR2ForCausalLM
 VLLM_REQUIREMENT = f"vllm=={VLLM_VERSION}"
 
@@ -29,6 +33,18 @@ VLLM_REQUIREMENT = f"vllm=={VLLM_VERSION}"
 GPU_ENV = "BOOKOCR_GPU"
 MODEL_ENV = "BOOKOCR_DEEPSEEK_MODEL"
 CONTAINERS_ENV = "BOOKOCR_MAX_CONTAINERS"
+REVISION_ENV = "BOOKOCR_DEEPSEEK_REVISION"
+# The name of a Modal secret holding HF_TOKEN, for the weights download (optional: the model is public).
+HF_SECRET_ENV = "BOOKOCR_HF_SECRET"
+# Concurrent calls one container takes (@modal.concurrent): vLLM decodes MAX_NUM_SEQS (runner.py,
+# 64) at once and the rest wait inside it, so a finished sequence is replaced without a round trip.
+# 64 + 32 leaves ~1/3 of a batch queued: at ~2 pages/s a container drains 32 in ~15 s, far more
+# than a call's round trip.
+MAX_INPUTS = 96
+
+
+def default_revision(model_id: str) -> str | None:
+    return MODEL_REVISIONS.get(model_id)
 
 
 def app_name() -> str:

@@ -1,5 +1,6 @@
 """Deploying the DeepSeek-OCR class to the user's Modal workspace: ``modal deploy`` of
-:mod:`ocr_backend.deepseek.modal_app`, with the choices passed in its environment."""
+:mod:`ocr_backend.deepseek.modal_app`, with the choices passed in its environment, then one
+CPU-only run of its ``download_weights`` that fills the weights Volume before any GPU starts."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def deploy_command(
     return [sys.executable, "-m", "modal", "deploy", "-m", MODAL_APP_MODULE], env
 
 
+def weights_command() -> list[str]:
+    """Download the model into the Volume on a CPU container (bounded by the function's 30 min timeout)."""
+    return [sys.executable, "-m", "modal", "run", "-m", f"{MODAL_APP_MODULE}::download_weights"]
+
+
 def deploy(
     gpu: str = DEFAULT_GPU,
     model: str = DEFAULT_MODEL,
@@ -58,14 +64,21 @@ def deploy(
         argv, env = deploy_command(gpu, model, max_containers)
     except ValueError as exc:
         raise BookOcrError(str(exc)) from None
-    code = (run or _run_subprocess)(argv, env)
+    run = run or _run_subprocess
+    code = run(argv, env)
     if code != 0:
         raise EngineError(f"`modal deploy` failed (exit {code}); its output above says why")
-    return {"deployed": True, "gpu": gpu, "model": model, "max_containers": max_containers}
+    code = run(weights_command(), env)
+    if code != 0:
+        raise EngineError(
+            f"the class is deployed, but downloading the weights into its Volume failed (exit {code}); its output "
+            "above says why. Run `bookocr deploy` again, or let the first GPU start download them"
+        )
+    return {"deployed": True, "gpu": gpu, "model": model, "max_containers": max_containers, "weights": "ready"}
 
 
 def _run_subprocess(argv: list[str], env: dict[str, str]) -> int:
     return subprocess.run(argv, env={**os.environ, **env}, check=False).returncode
 
 
-__all__ = ["MODAL_APP_MODULE", "deploy", "deploy_command"]
+__all__ = ["MODAL_APP_MODULE", "deploy", "deploy_command", "weights_command"]

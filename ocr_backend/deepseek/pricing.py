@@ -35,6 +35,16 @@ PRICE_PER_SECOND = {
 PAGES_PER_SECOND = {"A100": 1.5, "A100-80GB": 1.6, "H100": 2.5, "H200": 3.0, "L40S": 0.9, "L4": 0.35}
 COLD_START_S = 90.0  # load 6.7 GB from the Volume, profile memory, capture CUDA graphs
 MIN_PAGES_PER_CONTAINER = 32  # below this a further container costs a cold start for little gain
+# Modal also bills a container's CPU and memory by the second: $0.0000131 a physical core and (an
+# assumption from Modal's price list, not checked by this project) $0.00000222 a GiB. What a vLLM
+# container uses is assumed too: ~4 cores and ~16 GiB while it loads and serves.
+CPU_PER_CORE_SECOND = 0.0000131
+MEMORY_PER_GIB_SECOND = 0.00000222
+CONTAINER_CORES = 4
+CONTAINER_MEMORY_GIB = 16
+# The first run after a deploy: vLLM compiles the model and fills its compile cache (a Volume) on
+# every container that starts before the cache exists; a guess of two minutes each.
+FIRST_RUN_EXTRA_S = 120.0
 
 
 def gpu_key(name: str | None) -> str:
@@ -80,14 +90,25 @@ class GpuEstimate:
     overhead_seconds: float  # cold starts and the idle scale-down window, all containers
     price_per_second: float
     wall_seconds: float
+    host_per_second: float = CPU_PER_CORE_SECOND * CONTAINER_CORES + MEMORY_PER_GIB_SECOND * CONTAINER_MEMORY_GIB
 
     @property
     def compute_usd(self) -> float:
         return self.gpu_seconds * self.price_per_second
 
     @property
+    def cpu_memory_usd(self) -> float:
+        """The containers' CPU and memory over the same seconds as their GPUs."""
+        return (self.gpu_seconds + self.overhead_seconds) * self.host_per_second
+
+    @property
     def total_usd(self) -> float:
-        return (self.gpu_seconds + self.overhead_seconds) * self.price_per_second
+        return (self.gpu_seconds + self.overhead_seconds) * self.price_per_second + self.cpu_memory_usd
+
+    @property
+    def first_run_usd(self) -> float:
+        """What the first run after a deploy adds (compiling on each container)."""
+        return self.containers * FIRST_RUN_EXTRA_S * (self.price_per_second + self.host_per_second)
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {
@@ -98,7 +119,9 @@ class GpuEstimate:
             "overhead_seconds": round(self.overhead_seconds, 1),
             "usd_per_gpu_hour": round(self.price_per_second * 3600, 3),
             "compute_usd": round(self.compute_usd, 4),
+            "cpu_memory_usd": round(self.cpu_memory_usd, 4),
             "total_usd": round(self.total_usd, 4),
+            "first_run_extra_usd": round(self.first_run_usd, 4),
             "wall_seconds": round(self.wall_seconds, 1),
         }
 
@@ -106,8 +129,8 @@ class GpuEstimate:
         return (
             f"{self.pages} page(s) on {self.containers} x {self.gpu} "
             f"(${self.price_per_second * 3600:.2f}/GPU-hour): ~{self.gpu_seconds:.0f} GPU-s of OCR = "
-            f"${self.compute_usd:.2f}; "
-            f"with cold starts and the idle window ~${self.total_usd:.2f}; ~{self.wall_seconds / 60:.1f} min wall"
+            f"${self.compute_usd:.2f}; with cold starts, the idle window, CPU and memory ~${self.total_usd:.2f}; "
+            f"~{self.wall_seconds / 60:.1f} min wall; the first run after a deploy adds ~${self.first_run_usd:.2f}"
         )
 
 

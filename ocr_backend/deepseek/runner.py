@@ -8,18 +8,31 @@ a fake object shaped like ``vllm.LLM`` instead.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ocr_backend.deepseek.clean import detect_repetition
 from ocr_backend.deepseek.constants import DEFAULT_MODEL, GPU_ENV
 
 PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
 TABLE_CELL_TOKEN_IDS = frozenset({128821, 128822})  # <td>, </td>: a table may repeat them
 MAX_MODEL_LEN = 8192
+# The first attempt's anti-loop budget. The real samples in shared/testdata/deepseek_ocr_raw run
+# from ~300 to ~2,700 tokens for a dense page of notes (bytes / 4: the looping sample filled 8,192
+# tokens with 35,838 bytes); at 4,096 tokens, 1.5x the densest, a page whose text ends in a loop
+# is stopped, which halves what a loop costs before its retry. A page that is merely long is not
+# looping and decodes on to MAX_MODEL_LEN, so it is never decoded twice.
+FIRST_MAX_TOKENS = 4096
+# vLLM's running batch per container. DeepSeek's own scripts use 100 on an A100-40GB; with fewer,
+# each page decodes faster (one token a step each), and a book ends on its last long pages
+# (bench/bench_deepseek_client.py), at a small loss of throughput (~2,300 tokens/s against ~2,500).
+MAX_NUM_SEQS = 64
 # A rough weight for splitting one generate() call's time over its pages: prompt
 # (image) tokens are prefilled in parallel and cost far less per token than decoding.
 PREFILL_TOKEN_WEIGHT = 0.05
@@ -34,6 +47,8 @@ class DecodeSettings:
     window_size: int = 90
     max_tokens: int = 8192
     prompt: str = PROMPT
+    priority: int = 0  # vLLM's scheduling priority: lower goes first among the waiting requests
+    loop_check_tokens: int = 0  # stop the page here if its text ends in a loop (0: never check)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,10 +59,12 @@ class DecodeSettings:
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
 
-FIRST_ATTEMPT = DecodeSettings()
-# A retry bans repeats over a longer stretch: a loop whose period is longer than
-# window - ngram tokens slips past the first settings.
-RETRY_ATTEMPT = DecodeSettings(ngram_size=40, window_size=300)
+FIRST_ATTEMPT = DecodeSettings(loop_check_tokens=FIRST_MAX_TOKENS)
+# A retry bans repeats over a longer stretch (a loop whose period is longer than
+# window - ngram tokens slips past the first settings) and may use the full length.
+# It goes ahead of the first attempts waiting in the container, so a page found long or looping
+# late in a book does not wait behind the rest of it.
+RETRY_ATTEMPT = DecodeSettings(ngram_size=40, window_size=300, max_tokens=MAX_MODEL_LEN, priority=-1)
 
 
 def sampling_params(settings: DecodeSettings) -> Any:
@@ -67,21 +84,52 @@ def sampling_params(settings: DecodeSettings) -> Any:
     )
 
 
-def build_llm(model_id: str = DEFAULT_MODEL, max_num_seqs: int = 128, gpu_memory_utilization: float = 0.9) -> Any:
-    """The vLLM engine with upstream DeepSeek-OCR support (``DeepseekOCRForCausalLM``,
-    or ``DeepseekOCR2ForCausalLM`` for DeepSeek-OCR-2, chosen from the model's config)."""
-    from vllm import LLM
+def engine_kwargs(
+    model_id: str, max_num_seqs: int, gpu_memory_utilization: float, revision: str | None = None
+) -> dict[str, Any]:
+    """vLLM's settings for DeepSeek-OCR (upstream ``DeepseekOCRForCausalLM``, or
+    ``DeepseekOCR2ForCausalLM`` for DeepSeek-OCR-2, chosen from the model's config)."""
     from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor
 
-    return LLM(
-        model=model_id,
-        enable_prefix_caching=False,
-        mm_processor_cache_gb=0,
-        logits_processors=[NGramPerReqLogitsProcessor],
-        max_model_len=MAX_MODEL_LEN,
-        max_num_seqs=max_num_seqs,
-        gpu_memory_utilization=gpu_memory_utilization,
-    )
+    return {
+        "model": model_id,
+        "revision": revision,
+        "enable_prefix_caching": False,
+        "mm_processor_cache_gb": 0,
+        "logits_processors": [NGramPerReqLogitsProcessor],
+        "max_model_len": MAX_MODEL_LEN,
+        "max_num_seqs": max_num_seqs,
+        "gpu_memory_utilization": gpu_memory_utilization,
+    }
+
+
+def build_llm(
+    model_id: str = DEFAULT_MODEL,
+    max_num_seqs: int = MAX_NUM_SEQS,
+    gpu_memory_utilization: float = 0.9,
+    revision: str | None = None,
+) -> Any:
+    """The offline engine (``vllm.LLM``): one ``generate`` call per batch; ``deepseek-local``."""
+    from vllm import LLM
+
+    return LLM(**engine_kwargs(model_id, max_num_seqs, gpu_memory_utilization, revision))
+
+
+def build_async_llm(
+    model_id: str = DEFAULT_MODEL,
+    max_num_seqs: int = MAX_NUM_SEQS,
+    gpu_memory_utilization: float = 0.9,
+    revision: str | None = None,
+) -> Any:
+    """The async engine (``AsyncLLM``): every request joins the running batch as it comes,
+    so one container serves many concurrent calls from one continuous batch."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    settings = engine_kwargs(model_id, max_num_seqs, gpu_memory_utilization, revision)
+    # A retry (priority -1) goes ahead of the first attempts waiting in the engine.
+    args = AsyncEngineArgs(**settings, scheduling_policy="priority")
+    return AsyncLLM.from_engine_args(args)
 
 
 def cuda_device_name() -> str:
@@ -93,9 +141,36 @@ def cuda_device_name() -> str:
         return "unknown"
 
 
+class GpuMeter:
+    """Shares a container's GPU time among the requests decoding at once: each stretch
+    of time is split evenly over the requests running in it. Used from one event loop."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self._active: dict[str, float] = {}
+        self._last = clock()
+
+    def _advance(self) -> None:
+        now = self.clock()
+        if self._active:
+            share = (now - self._last) / len(self._active)
+            for key in self._active:
+                self._active[key] += share
+        self._last = now
+
+    def start(self, key: str) -> None:
+        self._advance()
+        self._active[key] = 0.0
+
+    def stop(self, key: str) -> float:
+        self._advance()
+        return self._active.pop(key, 0.0)
+
+
 class DeepseekRunner:
-    """Runs one batch of page images through the model in a single ``generate`` call,
-    so vLLM's continuous batching sees the whole batch at once."""
+    """Runs page images through the model: :meth:`run` in one ``generate`` call of an
+    offline ``vllm.LLM`` (``deepseek-local``), :meth:`run_async` page by page on an
+    ``AsyncLLM``, where each page joins the container's running batch (the Modal class)."""
 
     def __init__(
         self,
@@ -112,6 +187,7 @@ class DeepseekRunner:
         self.gpu = gpu or os.environ.get(GPU_ENV, "")
         self.device = device if device is not None else cuda_device_name()
         self.clock = clock
+        self.meter = GpuMeter(clock)
 
     def run(self, images: Sequence[bytes], options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Per input image, in order: text, finish_reason, token counts, gpu_seconds.
@@ -119,6 +195,8 @@ class DeepseekRunner:
         An image that cannot be decoded gets ``error`` set instead of failing the batch.
         """
         settings = DecodeSettings.from_dict(options)
+        if settings.loop_check_tokens:  # one generate() call cannot look at a page mid-way: the check is a cap
+            settings = replace(settings, max_tokens=settings.loop_check_tokens)
         decoded = [_decode(data) for data in images]
         requests = [
             {"prompt": settings.prompt, "multi_modal_data": {"image": img}}
@@ -134,6 +212,47 @@ class DeepseekRunner:
         for result in results:
             result.update(gpu=self.gpu, device=self.device, model=self.model_id, batch_size=len(images))
         return results
+
+    async def run_async(self, images: Sequence[bytes], options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Like :meth:`run`, on an async engine: every page is its own request, so a long
+        page holds only its own place in the batch. A cancelled call aborts its requests."""
+        settings = DecodeSettings.from_dict(options)
+        params = self.make_params(settings)
+        results = await asyncio.gather(*(self._one_async(data, settings, params) for data in images))
+        for result in results:
+            result.update(gpu=self.gpu, device=self.device, model=self.model_id, batch_size=len(images))
+        return list(results)
+
+    async def _one_async(self, data: bytes, settings: DecodeSettings, params: Any) -> dict[str, Any]:
+        image = await asyncio.to_thread(_decode, data)
+        if isinstance(image, str):
+            return {**_error_output(image), "gpu_seconds": 0.0}
+        key = uuid.uuid4().hex
+        request = {"prompt": settings.prompt, "multi_modal_data": {"image": image}}
+        final, looped, checked = None, False, not settings.loop_check_tokens
+        stream = self.llm.generate(request, params, key, priority=settings.priority)
+        self.meter.start(key)
+        try:
+            async for output in stream:
+                final = output  # cumulative: the last one holds the whole text
+                if not checked and _decoded(output) >= settings.loop_check_tokens and not output.finished:
+                    checked = True  # once: the first output past the mark (vLLM streams a few tokens at a time)
+                    looped = detect_repetition(output.outputs[0].text) is not None
+                    if looped:
+                        break
+        finally:
+            await stream.aclose()  # vLLM aborts a request whose stream is closed early
+            seconds = self.meter.stop(key)
+        if final is None:
+            return {**_error_output("the engine returned no output"), "gpu_seconds": seconds}
+        result = _page_output(final)
+        if looped:
+            result["finish_reason"] = "repetition"
+        return {**result, "gpu_seconds": seconds}
+
+
+def _decoded(output: Any) -> int:
+    return len(output.outputs[0].token_ids or ())
 
 
 def _decode(data: bytes) -> Any:
@@ -174,8 +293,12 @@ __all__ = [
     "PROMPT",
     "DecodeSettings",
     "FIRST_ATTEMPT",
+    "FIRST_MAX_TOKENS",
+    "MAX_NUM_SEQS",
     "RETRY_ATTEMPT",
     "DeepseekRunner",
+    "GpuMeter",
+    "build_async_llm",
     "build_llm",
     "sampling_params",
 ]

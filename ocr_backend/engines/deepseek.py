@@ -1,17 +1,27 @@
 """Engine ``deepseek``: DeepSeek-OCR on the deployed Modal GPU class (``bookocr deploy``).
 
-The book streams through in batches with several batches in flight, so rendering
-(the runner's worker), JPEG encoding and upload (a feeder thread here) and GPU work
-(one or more containers) overlap. Every page is validated like olmOCR does: a page
-that stopped for any reason but "stop", looped, or came back empty is retried once
-with stronger anti-repeat settings, then OCRed by the local CPU engine and marked
-``fallback`` with the reason. No page is ever dropped and numbers never shift.
+Pages stream into the containers' continuous batches: each page is its own call,
+and the client keeps as many in flight as the deployed class takes (containers x
+``max_inputs``, asked of the class at start), so a long page holds only its own place
+in vLLM's batch and the batch refills as sequences finish. Rendering (the runner's
+worker), JPEG encoding (a feeder thread here) and GPU work overlap. Every page is
+validated like olmOCR does: a page that stopped for any reason but "stop", looped, or
+came back empty is retried as a call of its own that joins the stream ahead of new
+pages (the first attempt is stopped at 4,096 tokens if its text loops there; the retry
+has stronger anti-repeat settings and the full 8,192), then OCRed by the local CPU
+engine and marked ``fallback`` with the reason.
+No page is ever dropped or returned twice, and numbers never shift. ``client="batch"``
+keeps the older shape (32-page batches, one ``generate`` each) for ``deepseek-local``,
+whose offline engine takes one batch at a time.
 
 Nothing waits without a deadline: :meth:`DeepseekEngine.start` asks the class what it
 serves (bounded by the start-up allowance) before the corpus is touched, and each call
 gets the start-up allowance plus a budget per page. A call past its deadline is
 cancelled and its pages fall back; a class whose model did not load ends the run.
-Both are settable: ``BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S``, ``BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S``.
+A run in which no page finishes for ``BOOKOCR_DEEPSEEK_STALL_TIMEOUT_S`` (20 min) stops with a
+message; the pages not done stay pending, so the same command resumes it.
+All are settable: ``BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S``, ``BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S``,
+``BOOKOCR_DEEPSEEK_STALL_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ from ocr_backend.deepseek.constants import (
     DEFAULT_MODEL,
     ENGINE,
     GPU_CHOICES,
+    MAX_INPUTS,
     VLLM_VERSION,
 )
 from ocr_backend.deepseek.constants import app_name as default_app_name
@@ -72,8 +83,14 @@ STARTUP_TIMEOUT_S = 600.0
 # Every page of a batch running to the 8192-token limit takes about 8 s of the batch's
 # time on an A100; a call may also queue behind one such batch on its container.
 PAGE_TIMEOUT_S = 20.0
+# A streamed page shares its container's batch with up to 63 others, one token a step (8,192
+# tokens at ~28 ms a step with 64 running is ~230 s): its call gets the budget of 16 pages.
+STREAM_DEADLINE_PAGES = 16
+STALL_TIMEOUT_S = 20 * 60.0  # no page finished for this long: stop, resumable
 STARTUP_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S"
 PAGE_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S"
+STALL_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_STALL_TIMEOUT_S"
+CLIENTS = ("stream", "batch")
 
 
 @dataclass
@@ -90,6 +107,15 @@ class _PageState:
     upload_bytes: int = 0
     reasons: list[str] = field(default_factory=list)
     last_text: str | None = None
+
+
+@dataclass
+class _Task:
+    """One page's next attempt in the stream (``attempt`` indexes the engine's attempts)."""
+
+    job: _Job
+    state: _PageState = field(default_factory=_PageState)
+    attempt: int = 0
 
 
 def plan_batch_size(
@@ -266,6 +292,9 @@ class DeepseekEngine(OcrEngine):
         sleep: Callable[[float], None] = time.sleep,
         startup_timeout_s: float | None = None,
         page_timeout_s: float | None = None,
+        stall_timeout_s: float | None = None,
+        client: str = "stream",
+        inputs_per_container: int = MAX_INPUTS,
         **_: Any,
     ) -> None:
         self._remote = remote
@@ -295,6 +324,20 @@ class DeepseekEngine(OcrEngine):
         self.page_timeout_s = (
             page_timeout_s if page_timeout_s is not None else _seconds_from_env(PAGE_TIMEOUT_ENV, PAGE_TIMEOUT_S)
         )
+        self.stall_timeout_s = (
+            stall_timeout_s if stall_timeout_s is not None else _seconds_from_env(STALL_TIMEOUT_ENV, STALL_TIMEOUT_S)
+        )
+        if client not in CLIENTS:
+            raise EngineError(f"client must be one of {', '.join(CLIENTS)}, not {client!r}")
+        self.client = client
+        self.inputs_per_container = max(1, inputs_per_container)
+        self._stop = threading.Event()  # set when the run ends early: no call is sent after it
+        self.served: dict[str, Any] = {}  # what the class said it serves (info)
+
+    @property
+    def slots(self) -> int:
+        """Calls kept in flight by the streaming client: every input the containers take."""
+        return self.containers * self.inputs_per_container
 
     def version(self) -> str:
         return f"{self.model}+vllm-{VLLM_VERSION}"
@@ -330,9 +373,20 @@ class DeepseekEngine(OcrEngine):
         reason = startup_failure(info)
         if reason:
             raise self._startup_error(reason)
-        self.model = info.get("model") or self.model
+        self.plan_from(info)
         logger.info("GPU class ready: %s", info)
         return info
+
+    def plan_from(self, info: dict[str, Any]) -> None:
+        """Fan out as far as the deployed class allows, not as far as this client guesses."""
+        self.served = dict(info)
+        self.model = info.get("model") or self.model
+        if isinstance(info.get("max_containers"), int) and info["max_containers"] > 0:
+            self.containers = info["max_containers"]
+            if self.client == "batch":
+                self.max_in_flight = 2 * self.containers
+        if isinstance(info.get("max_inputs"), int) and info["max_inputs"] > 0:
+            self.inputs_per_container = info["max_inputs"]
 
     def call_deadline(self, pages: int) -> float:
         return self.startup_timeout_s + self.page_timeout_s * pages
@@ -354,6 +408,91 @@ class DeepseekEngine(OcrEngine):
         return result
 
     def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
+        self._stop.clear()
+        if self.client == "batch":
+            return self._recognize_batches(pages)
+        return self._recognize_stream(pages)
+
+    def _recognize_stream(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
+        """Every page its own call, ``slots`` calls in flight; a retry goes ahead of new pages."""
+        remote = self.connect()
+        wake = threading.Event()
+        feeder = _Feeder(pages, self._encode, wake, max_buffered=max(self.batch_size, self.slots // 4))
+        retries: deque[_Task] = deque()
+        calls: dict[Future[tuple[list[dict[str, Any]] | None, str]], _Task] = {}
+        fallbacks: set[Future[list[PageResult]]] = set()
+        finished: set[int] = set()
+        last_progress = time.monotonic()
+        feeder.start()
+        try:
+            while True:
+                wake.clear()
+                results = feeder.take_unusable()
+                for future in [f for f in calls if f.done()]:
+                    task = calls.pop(future)
+                    outputs, error = future.result()  # raises for the user: fatal, or the class did not start
+                    result, failed = self._settle(task, outputs, error)
+                    if result is not None:
+                        results.append(result)
+                    elif failed is not None:
+                        fallbacks.add(_in_thread(wake, self._fall_back_all, [(failed.job, failed.state)]))
+                    else:
+                        retries.append(task)
+                for future in [f for f in fallbacks if f.done()]:
+                    fallbacks.discard(future)
+                    results.extend(future.result())
+                for result in results:
+                    if result.number in finished:  # a page is answered once, whatever came back late
+                        logger.warning("page %d came back twice; kept the first answer", result.number)
+                        continue
+                    finished.add(result.number)
+                    last_progress = time.monotonic()
+                    yield result
+                if feeder.error is not None:
+                    raise feeder.error
+                while len(calls) < self.slots:
+                    task = retries.popleft() if retries else self._new_task(feeder)
+                    if task is None:
+                        break
+                    calls[_in_thread(wake, self._send, remote, task)] = task
+                if feeder.exhausted and not (calls or fallbacks or retries or feeder.buffered):
+                    yield from feeder.take_unusable()
+                    return
+                if time.monotonic() - last_progress > self.stall_timeout_s:
+                    raise EngineError(
+                        f"no page came back from the GPU class for {self.stall_timeout_s / 60:g} min, so the run "
+                        f"stopped; its log: `modal app logs {self.app_name}`. Run the same command again to resume"
+                    )
+                wake.wait(0.5)
+        finally:
+            self._stop.set()  # calls not yet sent never are; close() cancels those waiting
+            feeder.stop()
+
+    @staticmethod
+    def _new_task(feeder: _Feeder) -> _Task | None:
+        jobs = feeder.take(1)
+        return _Task(jobs[0]) if jobs else None
+
+    def _send(self, remote: RemoteOcr, task: _Task) -> tuple[list[dict[str, Any]] | None, str]:
+        return self._call(remote, [task.job.data], self.attempts[task.attempt], STREAM_DEADLINE_PAGES)
+
+    def _settle(
+        self, task: _Task, outputs: list[dict[str, Any]] | None, error: str
+    ) -> tuple[PageResult | None, _Task | None]:
+        """(the page's result, None), (None, the task to fall back) or (None, None): retry ``task``."""
+        if outputs is None:
+            task.state.reasons.append(f"the GPU call failed: {error}")
+            return None, task
+        result = self._judge(task.job, outputs[0], task.state, task.attempt + 1)
+        if result is not None:
+            return result, None
+        if task.attempt + 1 < len(self.attempts):
+            task.attempt += 1
+            return None, None
+        return None, task
+
+    def _recognize_batches(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
+        """The batch client: 32-page calls, several in flight, a failed page retried in a call of its own."""
         remote = self.connect()
         wake = threading.Event()
         feeder = _Feeder(pages, self._encode, wake, max_buffered=BUFFER_BATCHES * self.batch_size)
@@ -392,9 +531,11 @@ class DeepseekEngine(OcrEngine):
                     return
                 wake.wait(0.5)
         finally:
+            self._stop.set()
             feeder.stop()
 
     def close(self) -> None:
+        self._stop.set()  # a call waiting to be sent again (transient error) is not
         close_remote = getattr(self._remote, "close", None)  # ModalRemote: cancels calls still waiting
         if close_remote is not None:
             close_remote()
@@ -428,31 +569,41 @@ class DeepseekEngine(OcrEngine):
                 break
             retry: list[_Job] = []
             for job, output in zip(todo, outputs):
-                state = states[job.number]
-                state.gpu_seconds += float(output.get("gpu_seconds") or 0.0)
-                state.upload_bytes += len(job.data)
-                state.last_text = output.get("text") or ""
-                self.model = output.get("model") or self.model
-                page = cleaning.clean(state.last_text)
-                verdict = judge(output, page)
-                if verdict is None:
-                    outcome.results.append(self._accepted(job, output, page, state, attempt))
-                else:
-                    state.reasons.append(f"attempt {attempt}: {verdict}")
+                result = self._judge(job, output, states[job.number], attempt)
+                if result is None:
                     retry.append(job)
+                else:
+                    outcome.results.append(result)
             todo = retry
             if not todo:
                 break
         outcome.failed.extend((job, states[job.number]) for job in todo)
         return outcome
 
+    def _judge(self, job: _Job, output: dict[str, Any], state: _PageState, attempt: int) -> PageResult | None:
+        """The page's result when this attempt is good; None (the reason kept) when it is not."""
+        state.gpu_seconds += float(output.get("gpu_seconds") or 0.0)
+        state.upload_bytes += len(job.data)
+        state.last_text = output.get("text") or ""
+        self.model = output.get("model") or self.model
+        page = cleaning.clean(state.last_text)
+        verdict = judge(output, page)
+        if verdict is None:
+            return self._accepted(job, output, page, state, attempt)
+        state.reasons.append(f"attempt {attempt}: {verdict}")
+        return None
+
     def _call(
-        self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings
+        self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings, deadline_pages: int = 0
     ) -> tuple[list[dict[str, Any]] | None, str]:
-        """The remote call with backoff on transient errors; fatal ones, and a class that
-        could not start, raise for the user. A call past its deadline fails its pages."""
-        timeout = self.call_deadline(len(images))
+        """The remote call with backoff on transient errors (a preempted container, a lost
+        connection: the pages are sent again); fatal ones, and a class that could not start,
+        raise for the user. A call past its deadline fails its pages; none is sent once the
+        run has stopped."""
+        timeout = self.call_deadline(max(len(images), deadline_pages))
         for retry in range(self.transient_retries + 1):
+            if self._stop.is_set():
+                return None, "the run was stopped"
             try:
                 outputs = call_within(lambda: remote.ocr(images, settings.as_dict(), timeout=timeout), timeout)
             except DeadlineExceeded as exc:
@@ -540,6 +691,8 @@ def judge(output: dict[str, Any], page: cleaning.CleanPage) -> str | None:
     if output.get("error"):
         return str(output["error"])
     reason = output.get("finish_reason")
+    if reason == "repetition":
+        return f"repetition loop, stopped at {output.get('output_tokens')} tokens"
     if reason != "stop":
         return "it hit the token limit (finish_reason=length)" if reason == "length" else f"finish_reason={reason}"
     if page.repetition:

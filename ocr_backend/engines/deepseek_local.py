@@ -2,8 +2,9 @@
 
 Needs Linux, an NVIDIA GPU with ~16 GB or more, and vLLM (``pip install vllm==0.16.0``, the pin in
 :mod:`ocr_backend.deepseek.constants`).
-Everything else (batching, validation, retry, fallback, cleaning) is the
-``deepseek`` engine's; only the remote is replaced by the runner itself.
+Everything else (validation, retry, fallback, cleaning) is the ``deepseek`` engine's, with
+its batch client (the offline engine takes one ``generate`` call at a time); only the remote
+is replaced by the runner itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from ocr_backend.engines.deepseek import FIGURES_OPTION, GPU_PRICE_OPTION, Deeps
 from ocr_backend.errors import EngineError
 
 LOCAL_BATCH_SIZE = 48  # one GPU: bigger batches keep vLLM's queue full between calls
+# CUDA graphs are captured for batch sizes up to max_num_seqs; more than a batch never runs.
+LOCAL_MAX_NUM_SEQS = LOCAL_BATCH_SIZE
+MEMORY_HEADROOM_GB = 1.0  # left free on the card: a desktop's display and the CUDA context
+MIN_MEMORY_FRACTION = 0.5  # ~8 GB on a 16 GB card: the weights (~6.2 GiB) and a small KV cache
+MAX_MEMORY_FRACTION = 0.9
 
 
 class RunnerRemote:
@@ -59,7 +65,21 @@ def load_local_runner(model: str = DEFAULT_MODEL) -> DeepseekRunner:
             "deepseek-local needs an NVIDIA GPU with CUDA, and none was found; use --engine deepseek (Modal) "
             "or --engine local (CPU)"
         )
-    return DeepseekRunner(build_llm(model), model_id=model, gpu="local")
+    free, total = torch.cuda.mem_get_info()
+    fraction = memory_fraction(free, total)
+    return DeepseekRunner(build_llm(model, LOCAL_MAX_NUM_SEQS, fraction), model_id=model, gpu="local")
+
+
+def memory_fraction(free_bytes: int, total_bytes: int) -> float:
+    """The share of the card vLLM may take: what is free now, less some headroom. vLLM refuses
+    to start when the fraction asks for more than is free (a 16 GB card driving a display)."""
+    fraction = (free_bytes - MEMORY_HEADROOM_GB * 2**30) / total_bytes
+    if fraction < MIN_MEMORY_FRACTION:
+        raise EngineError(
+            f"deepseek-local needs about {MIN_MEMORY_FRACTION * total_bytes / 2**30:.0f} GB of GPU memory free and "
+            f"{free_bytes / 2**30:.1f} GB is; close what uses the GPU, or use --engine deepseek (Modal)"
+        )
+    return round(min(MAX_MEMORY_FRACTION, fraction), 2)
 
 
 class DeepseekLocalEngine(DeepseekEngine):
@@ -73,7 +93,7 @@ class DeepseekLocalEngine(DeepseekEngine):
         options.setdefault("batch_size", LOCAL_BATCH_SIZE)
         # one GPU and one vLLM engine, which is not thread-safe: one call at a time,
         # while the feeder encodes the next batch
-        options.update(containers=1, max_in_flight=1)
+        options.update(containers=1, max_in_flight=1, client="batch")
         super().__init__(model=model, **options)
         self._runner = runner
 

@@ -7,6 +7,7 @@ with ``--json``. Errors are one line on stderr and exit code 2; ``ocr`` exits 3 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -22,10 +23,10 @@ from ocr_backend.errors import BookOcrError
 from ocr_backend.render import DEFAULT_LONG_SIDE, RenderSettings
 from server.corpus import Corpus, default_corpus_dir
 from server.formatting import clock, describe_duration
-from server.library import Library, PageRange
+from server.library import Library, PageRange, ShelfSummary
 from server.locks import LOCK_WAIT_S
 from server.progress import ProgressBar
-from server.runner import RunOptions
+from server.runner import RunOptions, is_library_folder, shelf_entries
 
 Handler = Callable[[argparse.Namespace, Library], int]
 
@@ -38,16 +39,28 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "as_dict"):
         return value.as_dict()
     if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
         return dataclasses.asdict(value)
     return str(value)
 
 
 # --- ocr ------------------------------------------------------------------------------
 def add_ocr(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ocr", help="OCR a PDF, image, TIFF or folder of page images into the corpus (resumes)")
-    p.add_argument("path", help="PDF, image, multi-page TIFF, or folder of page images")
+    p = sub.add_parser(
+        "ocr", help="OCR a PDF, image, TIFF or folder of page images into the corpus (resumes); several: a library job"
+    )
+    p.add_argument(
+        "path",
+        nargs="*",
+        help="PDF, image, multi-page TIFF, or folder of page images; several PDFs, or a folder holding PDFs "
+        "(and no page images), make a library job with one book per PDF",
+    )
+    p.add_argument(
+        "--library",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="OCR every PDF under DIR, each its own book named after its file (repeatable)",
+    )
     p.add_argument("--book", help="book id (default: slug of the file or folder name)")
     p.add_argument(
         "--engine", default="auto", help=f"{', '.join(engine_classes())} (default auto); see `bookocr engines`"
@@ -127,6 +140,12 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def cmd_ocr(args: argparse.Namespace, library: Library) -> int:
+    paths = args.path if isinstance(args.path, list) else [args.path]
+    if is_library_job(paths, getattr(args, "library", [])):
+        return cmd_ocr_many(args, library, [*paths, *args.library])
+    if not paths:
+        raise BookOcrError("give a file or folder to OCR (or --library DIR)")
+    args.path = paths[0]
     if args.repair:
         return cmd_repair(args, library)
     options = run_options(args)
@@ -147,6 +166,77 @@ def cmd_ocr(args: argparse.Namespace, library: Library) -> int:
         text += f"\n{summary.cost.describe()}"
     emit(args, summary.as_dict(), text)
     return 0 if run.failed == 0 else 3
+
+
+def is_library_job(paths: list[str], folders: list[str]) -> bool:
+    return bool(folders) or len(paths) > 1 or (len(paths) == 1 and is_library_folder(paths[0]))
+
+
+def cmd_ocr_many(args: argparse.Namespace, library: Library, paths: list[str]) -> int:
+    if args.repair or args.book or args.pages:
+        raise BookOcrError("--repair, --book and --pages take one book; a library job names each book after its file")
+    for folder in getattr(args, "library", []):
+        if not Path(folder).expanduser().is_dir():
+            raise BookOcrError(f"--library {folder}: no such folder")
+    options = run_options(args)
+    if args.estimate:
+        return show_shelf_estimate(args, library, paths, options)
+    bar = ProgressBar()
+    try:
+        summary = library.ocr_many(paths, options, progress=None if args.json else bar)
+    finally:
+        bar.close()
+    emit(args, summary.as_dict(), shelf_text(summary))
+    return summary.exit_code
+
+
+def shelf_text(summary: ShelfSummary) -> str:
+    """The job summary: one line per book, then the totals."""
+    width = max((len(b.book) for b in summary.books), default=4)
+    lines = [f"library job: {len(summary.books)} book(s), {summary.state}"]
+    for b in summary.books:
+        renamed = f" (renamed: {b.renamed_from!r} is an earlier file's id)" if b.renamed_from else ""
+        if b.error:
+            lines.append(f"  {b.book:<{width}} {b.state}: {b.error}{renamed}")
+            continue
+        failed = f", {b.failed} failed" if b.failed else ""
+        fallback = f", {b.fallback} fallback" if b.fallback else ""
+        lines.append(
+            f"  {b.book:<{width}} {b.state:<22} {b.pages:>5} pages, {b.done} done now, {b.skipped} before"
+            f"{failed}{fallback}{renamed}"
+        )
+    t = summary.totals()
+    lines.append(
+        f"books: {t['books_complete']} complete, {t['books_with_failures']} with failed pages, "
+        f"{t['books_not_read']} not read; pages: {t['pages']} in all, {t['pages_done_this_run']} done this run, "
+        f"{t['pages_already_done']} already done, {t['failed']} failed, {t['fallback']} fallback"
+    )
+    lines.append(f"time: {clock(summary.elapsed_s)} ({t['pages_per_s']:.2f} pages/s)")
+    if summary.cost.pages:
+        lines.append(summary.cost.describe())
+    if summary.exit_code:
+        lines.append("run the same command again to retry what is not done")
+    return "\n".join(lines)
+
+
+def show_shelf_estimate(args: argparse.Namespace, library: Library, paths: list[str], options: RunOptions) -> int:
+    """The whole job's pages and cost; a file that cannot be read is named and left out of the sum."""
+    pages, books, unreadable = 0, 0, {}
+    for entry in shelf_entries(paths):
+        try:
+            pages += library.estimate(entry.path, dataclasses.replace(options, book=entry.book))[0]
+            books += 1
+        except BookOcrError as exc:
+            unreadable[entry.book] = str(exc)
+    estimate = engine_class(args.engine).estimate(pages, options.engine_options)
+    text = f"{books} book(s), {pages} page(s)" + "".join(f"\nnot read: {why}" for why in unreadable.values())
+    if estimate is None:
+        text += f"\nengine {args.engine} runs on this machine, at no cost but its time"
+    else:
+        text += f"\n{estimate.describe()}"
+    data = {"estimate": estimate and estimate.as_dict(), "engine": args.engine, "pages": pages, "books": books}
+    emit(args, {**data, "unreadable": unreadable}, text)
+    return 2 if unreadable else 0
 
 
 def cmd_repair(args: argparse.Namespace, library: Library) -> int:

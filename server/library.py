@@ -10,19 +10,33 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ocr_backend.deepseek.pricing import CostTally
-from ocr_backend.engines import engine_class, engine_classes
+from ocr_backend.engines import OcrEngine, create_engine, engine_class, engine_classes
 from ocr_backend.engines.base import Estimate
-from ocr_backend.errors import BookOcrError, DamagedBookError, PageRangeError, UnknownBookError
+from ocr_backend.errors import BookLockedError, BookOcrError, DamagedBookError, PageRangeError, UnknownBookError
 from server.contents import Contents, book_contents
 from server.corpus import Book, Corpus, PageRecord, PageView, check_book_id
 from server.jobs import Job, JobManager
-from server.runner import PageListener, Progress, ProgressFn, RunOptions, parse_pages, plan_run, run_plan
+from server.runner import (
+    SHELF_PROBLEMS,
+    PageListener,
+    Progress,
+    ProgressFn,
+    RunOptions,
+    ShelfBook,
+    ShelfEntry,
+    ShelfProgress,
+    pages_to_do,
+    parse_pages,
+    plan_run,
+    run_plan,
+    shelf_entries,
+)
 from server.search.results import SearchHit, SearchResponse
 from server.sections import (
     DEFINITION,
@@ -74,6 +88,13 @@ class BookStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class OcrAnswer(BookStatus):
+    """A book's status; for a library job, the totals over its books, each book in ``library``."""
+
+    library: Any = None  # dict | None; typed Any to keep the tool schema small
 
 
 @dataclass
@@ -151,6 +172,111 @@ class RunSummary:
         if self.cost.pages:
             data["gpu"] = self.cost.as_dict()
         return data
+
+
+@dataclass
+class ShelfSummary:
+    """What a library job did: each book, the totals, and the GPU it used."""
+
+    books: list[ShelfBook]
+    elapsed_s: float
+    cost: CostTally
+    state: str = "complete"  # complete | cancelled
+
+    def count(self, *states: str) -> int:
+        return sum(b.state in states for b in self.books)
+
+    @property
+    def exit_code(self) -> int:
+        """2 when a book could not be read or run (the others were done), 3 when pages failed, else 0."""
+        if self.count(*SHELF_PROBLEMS):
+            return 2
+        return 3 if any(b.failed for b in self.books) else 0
+
+    def totals(self) -> dict[str, Any]:
+        done = sum(b.done for b in self.books)
+        return {
+            "books": len(self.books),
+            "books_complete": self.count("complete"),
+            "books_with_failures": self.count("complete-with-failures"),
+            "books_not_read": self.count(*SHELF_PROBLEMS),
+            "pages": sum(b.pages for b in self.books),
+            "pages_done_this_run": done,
+            "pages_already_done": sum(b.skipped for b in self.books),
+            "failed": sum(b.failed for b in self.books),
+            "fallback": sum(b.fallback for b in self.books),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "pages_per_s": round(done / self.elapsed_s, 3) if self.elapsed_s > 0 else 0.0,
+            "gpu_seconds": round(self.cost.gpu_seconds, 2),
+            "cost_usd": round(self.cost.cost_usd, 4),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, **self.totals(), "books_detail": [b.as_dict() for b in self.books]}
+
+
+@dataclass
+class ShelfStart:
+    """A library job handed to the background: the books started (or already done) and those refused."""
+
+    books: list[ShelfBook]
+
+    def states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for b in self.books:
+            counts[b.state] = counts.get(b.state, 0) + 1
+        return counts
+
+    def answer(self, statuses: dict[str, BookStatus]) -> OcrAnswer:
+        """The job as one compact record: totals over its books, each book's state (refreshed from
+        ``statuses``), and what to call next."""
+        for b in self.books:
+            if b.book in statuses and b.state not in SHELF_PROBLEMS:
+                s = statuses[b.book]
+                b.state, b.pages, b.done, b.failed, b.fallback = s.state, s.pages, s.done, s.failed, s.fallback
+        done, failed = sum(b.done for b in self.books), sum(b.failed for b in self.books)
+        pages = sum(b.pages for b in self.books)
+        refused = [b for b in self.books if b.state in SHELF_PROBLEMS]
+        active = sum(b.state in ("queued", "running") for b in self.books)
+        listed = [{k: v for k, v in b.as_dict().items() if v not in (None, 0, 0.0)} for b in self.books]
+        return OcrAnswer(
+            book=f"library job ({len(self.books)} books)",
+            state="running" if active else "complete",
+            pages=pages,
+            done=done,
+            ok=done - sum(b.fallback for b in self.books),
+            fallback=sum(b.fallback for b in self.books),
+            failed=failed,
+            pending=max(0, pages - done - failed),
+            engine=None,
+            engines_used=[],
+            quality_flags=[],
+            flagged_pages={},
+            failed_pages=[],
+            source="",
+            source_path="",
+            error="; ".join(f"{b.book}: {b.error}" for b in refused[:5]) or None,
+            message=_shelf_message(self, active, refused),
+            library={
+                "books": len(self.books),
+                "states": self.states(),
+                "listed": listed[:MAX_LISTED_PAGES],
+                "renamed": {b.book: b.renamed_from for b in self.books if b.renamed_from},
+            },
+        )
+
+
+def _shelf_message(start: ShelfStart, active: int, refused: list[ShelfBook]) -> str:
+    first = start.books[0].book if start.books else "BOOK"
+    text = (
+        f"{active} book(s) queued or running, one after another in the background; follow them with "
+        f"list_books() or book_status('{first}'). "
+        if active
+        else "Every book is done. "
+    )
+    if refused:
+        text += f"{len(refused)} file(s) could not be OCRed (see error); the other books go on. "
+    return text + "Search them all with search_book(query)."
 
 
 @dataclass
@@ -431,6 +557,98 @@ class Library:
         )
         return RunSummary(result, self.status(result.book), self.document_path(result.book), cost)
 
+    def ocr_many(
+        self,
+        paths: list[str | Path],
+        options: RunOptions,
+        progress: Callable[[ShelfProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ShelfSummary:
+        """OCR (or resume) many books as one job, one after another through one engine where it can be shared.
+
+        Folders among ``paths`` give every PDF under them (see :func:`server.runner.shelf_entries` for the
+        ids). A book whose file cannot be read, or that another run holds (unless ``options.wait_for_lock``),
+        is reported and the job goes on. Each book resumes where it stopped, so the same call resumes the job.
+        """
+        self.corpus.check_writable()
+        if options.book or options.pages:
+            raise BookOcrError("a library job takes neither a book id nor pages: each file's book id is its name")
+        entries = shelf_entries(paths)
+        shelf = ShelfProgress([ShelfBook(e.book, str(e.path), renamed_from=e.renamed_from) for e in entries])
+        cost = CostTally()
+        for entry, book in zip(entries, shelf.books):
+            self._plan_shelf_book(entry, book, options)
+        engine: OcrEngine | None = None
+        try:
+            for entry, book in zip(entries, shelf.books):
+                if book.state != "pending":
+                    continue
+                if cancel is not None and cancel.is_set():
+                    book.state = "cancelled"
+                    continue
+                if engine is None and book.run_pages and _engine_shareable(options):
+                    engine = create_engine(
+                        options.engine, **engine_class(options.engine).check_options(options.engine_options)
+                    )
+                    engine.start()
+                self._run_shelf_book(entry, book, options, shelf, engine, cost, progress, cancel)
+        finally:
+            if engine is not None:
+                engine.close()
+        shelf.state = "cancelled" if cancel is not None and cancel.is_set() else "complete"
+        if progress:
+            progress(shelf)
+        return ShelfSummary(shelf.books, shelf.elapsed, cost, shelf.state)
+
+    def _plan_shelf_book(self, entry: ShelfEntry, book: ShelfBook, options: RunOptions) -> None:
+        """Check one book before the job starts: its pages, and what is left to do (nothing is written)."""
+        try:
+            plan = plan_run(self.corpus, entry.path, dataclasses.replace(options, book=entry.book))
+        except BookOcrError as exc:
+            book.state, book.error = "unreadable", str(exc)
+            return
+        try:
+            book.pages = plan.info.page_count
+            book.run_pages = len(pages_to_do(self.corpus, plan))
+            book.skipped = len(plan.pages) - book.run_pages
+        except BookOcrError as exc:  # a damaged manifest: its message names the fix
+            book.state, book.error = "error", str(exc)
+        finally:
+            plan.close()
+
+    def _run_shelf_book(
+        self,
+        entry: ShelfEntry,
+        book: ShelfBook,
+        options: RunOptions,
+        shelf: ShelfProgress,
+        engine: OcrEngine | None,
+        cost: CostTally,
+        progress: Callable[[ShelfProgress], None] | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        book.state = "running"
+
+        def on_progress(p: Progress) -> None:
+            shelf.current, book.done, book.failed, book.fallback = p, p.done, p.failed, p.fallback
+            if progress:
+                progress(shelf)
+
+        try:
+            # run even with nothing to do: a job killed between a book's last page and its document.mmd
+            # finishes the document here
+            plan = plan_run(self.corpus, entry.path, dataclasses.replace(options, book=entry.book))
+            run = run_plan(self.corpus, plan, on_progress, engine, [cost], cancel, engine_started=engine is not None)
+            book.elapsed_s = round(run.elapsed, 3)
+            status = self.status(entry.book, thorough=False)
+            book.state, book.failed, book.fallback = status.state, status.failed, status.fallback
+            if cancel is not None and cancel.is_set() and status.state == "incomplete":
+                book.state = "cancelled"
+        except BookLockedError as exc:
+            book.state, book.error = "locked", str(exc)
+        except BookOcrError as exc:
+            book.state, book.error = ("unreadable" if book.run_pages and not book.done else "error"), str(exc)
+
     def _is_damaged(self, path: str | Path, book: str | None) -> bool:
         from server.runner import book_id_for
 
@@ -448,11 +666,41 @@ class Library:
         self.corpus.check_writable()
         return self.jobs.start(path, options, retry_failed)
 
+    def start_many(
+        self,
+        paths: list[str | Path],
+        options: RunOptions,
+        retry_failed: bool = False,
+        check: Callable[[Path], Path] | None = None,
+    ) -> ShelfStart:
+        """Start a library job in the background: each book its own job, queued one after another; a file
+        that cannot be read (or that ``check`` refuses) is reported in the answer, the others start."""
+        self.corpus.check_writable()
+        books = []
+        for entry in shelf_entries(paths):
+            book = ShelfBook(entry.book, str(entry.path), renamed_from=entry.renamed_from)
+            try:
+                path = check(entry.path) if check else entry.path
+                self.jobs.start(path, dataclasses.replace(options, book=entry.book), retry_failed)
+                status = self.status(entry.book, thorough=False)
+                book.state, book.pages, book.failed = status.state, status.pages, status.failed
+            except BookLockedError as exc:
+                book.state, book.error = "locked", str(exc)
+            except BookOcrError as exc:
+                book.state, book.error = "unreadable", str(exc)
+            books.append(book)
+        return ShelfStart(books)
+
     def shutdown(self) -> bool:
         return self.jobs.shutdown()
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
+def _engine_shareable(options: RunOptions) -> bool:
+    """One engine serves every book of a job unless it writes into a book's folder (figure crops)."""
+    return not options.engine_options.get("figures")
+
+
 def _definition_weight(markdown: str, headings: list[str], words: list[str]) -> float:
     return max(definition_score(markdown, words), defining_heading_score(headings, words))
 

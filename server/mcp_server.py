@@ -37,8 +37,8 @@ from ocr_backend.sources import OpenCheck, Source, open_source
 from server.contents import Contents
 from server.corpus import page_marker
 from server.jobs import ACTIVE_STATES
-from server.library import BookStatus, Library, PageRange, PageText
-from server.runner import RunOptions
+from server.library import BookStatus, Library, OcrAnswer, PageRange, PageText
+from server.runner import RunOptions, is_library_folder
 from server.safety import InputPolicy
 from server.search import SearchResponse
 
@@ -343,6 +343,17 @@ def status_result(status: BookStatus) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=status.as_dict())
 
 
+def library_result(answer: OcrAnswer) -> CallToolResult:
+    """Two lines: the job's totals and states, and what to call next; each book in structuredContent."""
+    library = answer.library or {}
+    states = ", ".join(f"{n} {state}" for state, n in sorted(library.get("states", {}).items()))
+    failed = f", {answer.failed} failed" if answer.failed else ""
+    text = f"{answer.book}: {states}; {answer.done}/{answer.pages} pages done{failed}.\n{answer.message}"
+    if answer.error:
+        text += f"\nNot OCRed: {answer.error}"
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=answer.as_dict())
+
+
 def book_summary(status: BookStatus) -> BookSummary:
     return BookSummary(
         book=status.book,
@@ -402,11 +413,11 @@ TOOLS: dict[str, tuple[str, ToolAnnotations, str]] = {  # name: (title, annotati
         "OCR a book (in the background)",
         OCR_ANNOTATIONS,
         """\
-Add a scanned book (PDF, image, TIFF or folder of page images) to the library, or resume it. Returns within \
-seconds; the OCR goes on in the background: follow it with book_status(book). Finished pages are never redone.
-path: absolute path (under the folders this server may read). book: id to store it under (default: from the \
-file name). engine: {engines} (default auto). pages: e.g. "1-20,35". retry_failed: retry pages that failed. \
-options: the engine's settings, e.g. {"gpu": "H100"}.""",
+Add a scanned book (PDF, image, TIFF or folder of page images) to the library, or resume it, keeping done \
+pages. Returns in seconds; OCR goes on in the background (book_status(book) follows it).
+path: absolute path (under the folders this server may read); a folder of PDFs, or paths=[...]: a book per \
+PDF. book: id (default: file name). engine: {engines} (default auto). pages: e.g. "1-20,35". \
+retry_failed: retry failed pages. options: engine settings, e.g. {"gpu": "H100"}.""",
     ),
     "list_books": (
         "List books",
@@ -468,16 +479,18 @@ class BookTools:
 
     async def ocr_book(
         self,
-        path: str,
         ctx: Context,
+        path: str = "",
+        paths: tuple[str, ...] = (),
         book: str | None = None,
         engine: str = "auto",
         pages: str | None = None,
         retry_failed: bool = False,
         options: dict[str, Any] | None = None,
-    ) -> Annotated[CallToolResult, BookStatus]:
+    ) -> Annotated[CallToolResult, OcrAnswer]:
         with tool_errors():
-            resolved = await anyio.to_thread.run_sync(self.policy.check_input, path)
+            if bool(path) == bool(paths):
+                raise ToolError("give path (a book, or a folder of PDFs) or paths (a list of PDF files), not both")
             run = RunOptions(
                 book=book,
                 engine=engine,
@@ -485,8 +498,48 @@ class BookTools:
                 engine_options=dict(options or {}),
                 open_check=self.policy.check_opened,
             )
+            shelf = list(paths) or await anyio.to_thread.run_sync(self.library_folder, path)
+            if shelf is not None:
+                return await self.ocr_library(ctx, shelf, run, retry_failed)
+            resolved = await anyio.to_thread.run_sync(self.policy.check_input, path)
             book_id = await anyio.to_thread.run_sync(self.library.start, resolved, run, retry_failed)
             return status_result(await self.wait_reporting(ctx, book_id))
+
+    def library_folder(self, path: str) -> list[str] | None:
+        """``[path]`` when it is a folder of PDFs (a library job), else None (one book)."""
+        resolved = self.policy.check_readable(path)
+        return [str(resolved)] if is_library_folder(resolved) else None
+
+    async def ocr_library(self, ctx: Context, paths: list[str], run: RunOptions, retry_failed: bool) -> CallToolResult:
+        """Start a library job (each file checked against the allowed folders) and follow it for a moment."""
+        if run.book or run.pages:
+            raise ToolError("a library job takes neither book nor pages: each file's book id is its name")
+        for folder in (p for p in paths if Path(p).expanduser().is_dir()):
+            self.policy.check_readable(folder)  # the files found under it are checked one by one
+        started = await anyio.to_thread.run_sync(
+            lambda: self.library.start_many(list(paths), run, retry_failed, self.policy.check_input)
+        )
+        books = [b.book for b in started.books if b.state in ACTIVE_STATES]
+        deadline = anyio.current_time() + self.wait_s
+        reported = -1
+        while True:
+            statuses = await anyio.to_thread.run_sync(self.library_statuses, [b.book for b in started.books])
+            answer = started.answer(statuses)
+            if answer.done > reported:
+                reported = answer.done
+                await ctx.report_progress(reported, answer.pages, f"library job: {reported}/{answer.pages} pages done")
+            if answer.state != "running" or not books or anyio.current_time() >= deadline:
+                return library_result(answer)
+            await anyio.sleep(POLL_S)
+
+    def library_statuses(self, books: list[str]) -> dict[str, BookStatus]:
+        found = {}
+        for book in books:
+            try:
+                found[book] = self.library.status(book, thorough=False)
+            except BookOcrError:  # a refused file has no book
+                continue
+        return found
 
     async def wait_reporting(self, ctx: Context, book_id: str) -> BookStatus:
         """Follow the job for up to ``wait_s``, sending a progress notification whenever a page is done."""

@@ -14,7 +14,7 @@ import time
 from typing import TextIO
 
 from server.formatting import clock, describe_duration
-from server.runner import Progress
+from server.runner import Progress, ShelfProgress
 
 TICK_S = 1.0  # how often the bar redraws on its own
 
@@ -24,7 +24,9 @@ def stall_text(seconds: float) -> str:
     return f"stalled: no page finished for {quiet}; the run goes on (Ctrl-C stops it, a re-run resumes)"
 
 
-def progress_line(p: Progress, width: int = 28) -> str:
+def progress_line(p: Progress | ShelfProgress, width: int = 28) -> str:
+    if isinstance(p, ShelfProgress):
+        return shelf_line(p, width)
     filled = int(width * p.done / p.total) if p.total else width
     bar = "#" * filled + "-" * (width - filled)
     head = f"{p.book} [{bar}] {p.done}/{p.total} pages"
@@ -34,6 +36,21 @@ def progress_line(p: Progress, width: int = 28) -> str:
     extra = f" failed {p.failed}" if p.failed else ""
     extra += f" fallback {p.fallback}" if p.fallback else ""
     return f"{head}  {p.rate:.2f} p/s  ETA {clock(p.eta)}{extra}"
+
+
+def shelf_line(p: ShelfProgress, width: int) -> str:
+    """The book running now and the whole job: ``[3/10 books] name [###---] 40/200 | all 1234/5000 pages ...``."""
+    book = p.current
+    head = f"[{p.finished_books}/{len(p.books)} books]"
+    if book is not None:
+        filled = int(width * book.done / book.total) if book.total else width
+        head += f" {book.book} [{'#' * filled}{'-' * (width - filled)}] {book.done}/{book.total}"
+    head += f" | all {p.done}/{p.total} pages"
+    stalled = p.stalled_for
+    if stalled is not None:
+        return f"{head}  {stall_text(stalled)}"
+    failed = f" failed {p.failed}" if p.failed else ""
+    return f"{head}  {p.rate:.2f} p/s  ETA {clock(p.eta)}{failed}"
 
 
 class ProgressBar:
@@ -47,12 +64,12 @@ class ProgressBar:
         self.tick = tick
         self._last = 0.0
         self._shown = False
-        self._progress: Progress | None = None
+        self._progress: Progress | ShelfProgress | None = None
         self._draw_lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: Progress | ShelfProgress) -> None:
         if not self.enabled:
             return
         self._progress = p
@@ -69,7 +86,7 @@ class ProgressBar:
             if progress is not None and progress.state == "running":
                 self._draw(progress)
 
-    def _draw(self, p: Progress) -> None:
+    def _draw(self, p: Progress | ShelfProgress) -> None:
         columns = shutil.get_terminal_size((160, 24)).columns - 1  # a wrapped line would not be redrawn in place
         with self._draw_lock:
             self._last = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from ocr_backend.engines import OcrEngine, PageInput, PageResult, create_engine, engine_class
 from ocr_backend.errors import BookOcrError, InputError, PageRangeError, RenderTimeoutError
 from ocr_backend.render import RenderSettings
-from ocr_backend.sources import OpenCheck, Source, SourceInfo, open_source
+from ocr_backend.sources import IMAGE_SUFFIXES, OpenCheck, Source, SourceInfo, open_source
 from server.corpus import Book, Corpus, check_book_id, slugify
 from server.labels import book_labels
 from server.search import index_listener, sync_book_quietly
@@ -199,8 +200,10 @@ def run_plan(
     engine: OcrEngine | None = None,
     listeners: list[PageListener] | None = None,
     cancel: threading.Event | None = None,
+    engine_started: bool = False,
 ) -> Progress:
-    """Run a plan (and close its source). ``engine`` replaces the one the plan names (tests, benchmarks)."""
+    """Run a plan (and close its source). ``engine`` replaces the one the plan names (tests, benchmarks, a
+    library job sharing one engine across its books: ``engine_started`` says it is up already)."""
     options = plan.options
     own_engine = False
     try:
@@ -208,7 +211,8 @@ def run_plan(
         # network or deployment leaves no trace. The manifest is read again under the lock.
         if pages_to_do(corpus, plan):
             engine, own_engine = engine or _make_engine(corpus, plan), engine is None
-            engine.start()
+            if own_engine or not engine_started:
+                engine.start()
         with corpus.lock(plan.book, wait=options.wait_for_lock):
             todo = pages_to_do(corpus, plan)
             if todo and engine is None:  # another run changed the book while we waited for the lock
@@ -397,6 +401,147 @@ def _prepare(source: Source, engine: OcrEngine, number: int, settings: RenderSet
         page.error = f"could not render page {number}: {type(exc).__name__}: {exc}"
     page.render_seconds = time.perf_counter() - start
     return page
+
+
+# --- library jobs: many books in one run ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShelfEntry:
+    """One source of a library job and the book id it gets."""
+
+    book: str
+    path: Path
+    renamed_from: str | None = None  # the id its file name gives, already taken by an earlier path
+
+
+def is_library_folder(path: str | Path) -> bool:
+    """A folder with no page images of its own that holds PDFs (at any depth) is a library: each PDF is a
+    book. A folder with page images is one book's pages."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if any(f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") for f in folder.iterdir()):
+        return False
+    return bool(find_pdfs(folder))
+
+
+def find_pdfs(folder: Path) -> list[Path]:
+    """Every PDF under ``folder``, hidden files and folders left out; links to folders are not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root, f) for f in files if f.lower().endswith(".pdf") and not f.startswith(".")]
+    return found
+
+
+def shelf_entries(paths: list[str | Path]) -> list[ShelfEntry]:
+    """The books of a library job: folders expanded to their PDFs, each file once, in sorted path order.
+
+    The id is the file name's slug; where two files give the same id, the first in sorted path order keeps
+    it and the others get ``ID-2``, ``ID-3``... (skipping ids another file's name gives), so the same files
+    always get the same ids."""
+    files: set[Path] = set()
+    for given in paths:
+        p = Path(given).expanduser()
+        if p.is_dir():
+            if not is_library_folder(p):
+                raise InputError(f"{p}: the folder holds no PDFs (a folder of page images is one book: OCR it alone)")
+            files.update(f.absolute() for f in find_pdfs(p))
+        else:
+            files.add(p.absolute())
+    ordered = sorted(files, key=str)
+    bases = [book_id_for(f, None) for f in ordered]
+    taken = set(bases)
+    owner: dict[str, Path] = {}
+    entries = []
+    for path, base in zip(ordered, bases):
+        if base not in owner:
+            owner[base] = path
+            entries.append(ShelfEntry(base, path))
+            continue
+        book = _free_id(base, taken)
+        taken.add(book)
+        entries.append(ShelfEntry(book, path, renamed_from=base))
+    return entries
+
+
+def _free_id(base: str, taken: set[str]) -> str:
+    n = 2
+    while True:
+        suffix = f"-{n}"
+        book = f"{base[: 100 - len(suffix)]}{suffix}"
+        if book not in taken:
+            return book
+        n += 1
+
+
+@dataclass
+class ShelfBook:
+    """One book of a library job and how it went. ``state``: pending | running | complete |
+    complete-with-failures | incomplete | cancelled | unreadable (its file could not be opened) | locked
+    (another run holds it) | error (the run stopped: ``error`` says why)."""
+
+    book: str
+    path: str
+    state: str = "pending"
+    pages: int = 0
+    run_pages: int = 0  # pages this job has to do for the book
+    done: int = 0  # of run_pages
+    skipped: int = 0  # done by an earlier run
+    failed: int = 0  # failed pages of the book after the job
+    fallback: int = 0
+    renamed_from: str | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SHELF_PROBLEMS = ("unreadable", "locked", "error")
+
+
+@dataclass
+class ShelfProgress:
+    """A library job as it goes: every book, and the one running now (``current``)."""
+
+    books: list[ShelfBook]
+    current: Progress | None = None
+    state: str = "running"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def total(self) -> int:
+        return sum(b.run_pages for b in self.books)
+
+    @property
+    def done(self) -> int:
+        return sum(b.done for b in self.books)
+
+    @property
+    def failed(self) -> int:
+        return sum(b.failed for b in self.books)
+
+    @property
+    def finished_books(self) -> int:
+        return sum(b.state not in ("pending", "running") for b in self.books)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 and self.done else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if self.done >= self.total:
+            return 0.0
+        return (self.total - self.done) / self.rate if self.rate else None
+
+    @property
+    def stalled_for(self) -> float | None:
+        return self.current.stalled_for if self.current is not None and self.state == "running" else None
 
 
 __all__ = ["RunOptions", "Progress", "ocr_book", "parse_pages", "book_id_for", "BookOcrError"]

@@ -46,8 +46,30 @@ class RunOptions:
     open_check: OpenCheck | None = None  # checks every source file as it is opened (the MCP server's folders)
 
 
+class Pace:
+    """Elapsed time, pages per second and time left, for anything with ``started``, ``done`` and ``total``."""
+
+    started: float
+    done: int
+    total: int
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 and self.done else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if self.done >= self.total:
+            return 0.0
+        return (self.total - self.done) / self.rate if self.rate else None
+
+
 @dataclass
-class Progress:
+class Progress(Pace):
     book: str
     total: int  # pages this run will do
     done: int = 0
@@ -70,20 +92,6 @@ class Progress:
         """Seconds since a page last finished, when that is over ``STALL_AFTER_S`` and the run is still going."""
         quiet = time.monotonic() - self.last_page_at
         return quiet if self.state == "running" and quiet >= STALL_AFTER_S and self.done < self.total else None
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 and self.done else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        if self.done >= self.total:
-            return 0.0
-        return (self.total - self.done) / self.rate if self.rate else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -501,7 +509,7 @@ SHELF_PROBLEMS = ("unreadable", "locked", "error")
 
 
 @dataclass
-class ShelfProgress:
+class ShelfProgress(Pace):
     """A library job as it goes: every book, and the one running now (``current``)."""
 
     books: list[ShelfBook]
@@ -524,20 +532,6 @@ class ShelfProgress:
     @property
     def finished_books(self) -> int:
         return sum(b.state not in ("pending", "running") for b in self.books)
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 and self.done else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        if self.done >= self.total:
-            return 0.0
-        return (self.total - self.done) / self.rate if self.rate else None
 
     @property
     def stalled_for(self) -> float | None:

@@ -14,17 +14,25 @@ Nothing here runs on a GPU: every figure is simulated.
    wait in Modal's queue until a warm container has a free input (``max_inputs``); their pages
    wait inside vLLM until a batch place frees. Output lengths are drawn from a log-normal
    fitted to the token counts of the raw samples in --data/deepseek_ocr_raw (bytes / 4); 3.7%
-   of pages loop to the token cap, half of those again on the retry (then the CPU fallback).
+   of pages loop to the token cap, half of those again on the retry (then the CPU fallback),
+   unless the runner stops them: a loop begins somewhere in what the page should have said and
+   the runner's check sees it 700 tokens later (measured on the looping sample), at its next
+   check every 256 tokens, confirmed one check later (``--loop-check-every 0``: one check, at
+   4,096 tokens, as before).
    Containers cold-start (90 s), 2% of calls fail transiently, and one container is preempted
    mid-run (its calls fail and are re-sent; a replacement cold-starts).
    ``--client stream`` is today's client (one page a call, as many in flight as the class takes);
    ``--client batch`` the 32-page-batch client it replaced, on the deployment it had (one call
-   per container at a time, the first attempt allowed 8,192 tokens).
+   per container at a time, the first attempt allowed 8,192 tokens, no loop checks: one
+   ``generate()`` a call cannot look at a page mid-way).
    Reported per client: GPU busy (time a container had a sequence running / its warm time until
-   the last result; floor 0.97), wall / ideal (ideal: one cold start plus every token of the
-   attempts that finished, decoded at the full batch's rate, divided over the containers; floor
-   1.1), pages lost or duplicated (0), mean sequences per step, GPU-seconds billed (warm time,
-   cold starts included). Times are simulated seconds, run at --time-scale.
+   the last result; floor 0.97), wall / ideal (floor 1.1; ideal: total GPU work / containers,
+   the work being every token of the attempts that finished, decoded at the rate of a full batch
+   of the shipped 64 sequences, spread over the containers' warm time as they were up: their
+   cold starts, the preempted one's outage and its replacement's start; "flat formula": one
+   90 s cold start plus work / containers, as if none were ever down), pages lost or duplicated
+   (0), mean sequences per step, GPU-seconds billed (warm time, cold starts included). Times are
+   simulated seconds, run at --time-scale.
 2. Bytes uploaded per page for the image-only scans in --data, as the engine encodes them
    (1600 px, JPEG q70), against a 2x-zoom PNG (what the client before that sent). Floor:
    median <= 250 KiB and under half the PNG's.
@@ -54,7 +62,14 @@ from PIL import Image
 from ocr_backend.deepseek.client import JPEG_QUALITY, encode_page
 from ocr_backend.deepseek.constants import MAX_INPUTS, SCALEDOWN_WINDOW_S
 from ocr_backend.deepseek.pricing import PRICE_PER_SECOND
-from ocr_backend.deepseek.runner import FIRST_ATTEMPT, MAX_MODEL_LEN, MAX_NUM_SEQS, RETRY_ATTEMPT, DecodeSettings
+from ocr_backend.deepseek.runner import (
+    FIRST_ATTEMPT,
+    LOOP_CONFIRMATIONS,
+    MAX_MODEL_LEN,
+    MAX_NUM_SEQS,
+    RETRY_ATTEMPT,
+    DecodeSettings,
+)
 from ocr_backend.engines.base import OcrEngine, PageInput, PageResult
 from ocr_backend.engines.deepseek import DeepseekEngine
 
@@ -85,6 +100,10 @@ class Sim:
     max_num_seqs: int = MAX_NUM_SEQS
     max_inputs: int = MAX_INPUTS
     first_max_tokens: int = FIRST_ATTEMPT.loop_check_tokens  # where the streaming client's first attempt stops a loop
+    loop_check_every: int = FIRST_ATTEMPT.loop_check_every  # the runner's loop checks (0: once, at first_max_tokens)
+    # Tokens from a loop's onset until detect_repetition sees it: measured on the looping sample (its loop
+    # starts at character 2,612; the check first fires at 5,687, ~700 tokens later at 4.4 bytes a token).
+    loop_detect_tokens: int = 700
     step_base_s: float = 0.006  # one decode step with a single sequence (weights read once)
     step_per_seq_s: float = 0.00034  # each further sequence in the step: ~2,500 tokens/s at 100
     prefill_tokens: int = 30  # the image's prefill, in decode steps
@@ -110,6 +129,8 @@ class PageTruth:
     tokens: int
     loops_first: bool
     loops_retry: bool
+    onset_first: int = 0  # where a loop begins: somewhere in what the page should have said
+    onset_retry: int = 0
 
 
 @dataclass
@@ -299,6 +320,11 @@ class SimulatedDeployment:
     def _plan(self, page: PageTruth, retry: bool, settings: DecodeSettings) -> tuple[int, str]:
         """(tokens decoded, finish_reason): a loop runs to the cap, unless the runner's loop check stops it."""
         if page.loops_retry if retry else page.loops_first:
+            if settings.loop_check_every:  # the runner's checks: the first mark past detection, then confirmations
+                seen = (page.onset_retry if retry else page.onset_first) + self.sim.loop_detect_tokens
+                every = settings.loop_check_every
+                stop = math.ceil(seen / every) * every + every * (LOOP_CONFIRMATIONS - 1)
+                return (stop, "repetition") if stop < settings.max_tokens else (settings.max_tokens, "length")
             if settings.loop_check_tokens:
                 return settings.loop_check_tokens, "repetition"
             return settings.max_tokens, "length"
@@ -349,15 +375,16 @@ class SimulatedCpuEngine(OcrEngine):
 def book(count: int, sim: Sim) -> tuple[list[Image.Image], dict[str, PageTruth]]:
     """Distinct page images and what the model does on each, keyed by the bytes the client uploads."""
     rng = random.Random(sim.seed)
+    onset_rng = random.Random(sim.seed + 2)  # apart, so the lengths and loops stay those of earlier versions
     images, truth = [], {}
     for number in range(1, count + 1):
         image = Image.new("L", (120, 160), 255)
         image.putpixel((number % 120, number // 120), 0)  # distinct bytes per page
         tokens = min(MAX_MODEL_LEN, max(50, round(rng.lognormvariate(sim.log_mu, sim.log_sigma))))
         loops = rng.random() < sim.loop_rate
-        truth[_key(encode_page(image, quality=JPEG_QUALITY))] = PageTruth(
-            tokens, loops, loops and rng.random() < sim.retry_loop_rate
-        )
+        loops_again = loops and rng.random() < sim.retry_loop_rate
+        onsets = (onset_rng.randint(0, tokens), onset_rng.randint(0, tokens))
+        truth[_key(encode_page(image, quality=JPEG_QUALITY))] = PageTruth(tokens, loops, loops_again, *onsets)
         images.append(image)
     return images, truth
 
@@ -375,6 +402,7 @@ class RunResult:
     wall_over_ideal: float
     wall_s: float
     ideal_s: float
+    flat_ideal_s: float  # the earlier formula: one 90 s cold start, every container up all the time
     mean_seqs: float
     billed_gpu_s: float  # from each container's start to its end, the idle window after the last result included
     lost: int
@@ -393,9 +421,10 @@ def simulate(client: str, pages: int, sim: Sim) -> RunResult:
     scaled = sim.time_scale
     options: dict[str, Any] = {"client": client, "containers": sim.containers}
     if client == "batch":  # what the batch client sent: the full 8,192 tokens on the first attempt
-        options["attempts"] = (DecodeSettings(), RETRY_ATTEMPT)
+        options["attempts"] = (DecodeSettings(), replace(RETRY_ATTEMPT, loop_check_every=0))  # one generate() each
     else:
-        options["attempts"] = (replace(FIRST_ATTEMPT, loop_check_tokens=sim.first_max_tokens), RETRY_ATTEMPT)
+        first = replace(FIRST_ATTEMPT, loop_check_tokens=sim.first_max_tokens, loop_check_every=sim.loop_check_every)
+        options["attempts"] = (first, replace(RETRY_ATTEMPT, loop_check_every=sim.loop_check_every))
     engine = DeepseekEngine(
         remote=deployment,
         fallback=SimulatedCpuEngine(sim),
@@ -417,14 +446,18 @@ def simulate(client: str, pages: int, sim: Sim) -> RunResult:
     warm = sum(max(0.0, min(c.down_at or end, end) - c.up_at) for c in containers)
     busy = sum(c.busy_s for c in containers)
     tokens = sum(c.useful for c in containers)  # the work the book needed: not what the preemption lost
-    full_rate = sim.max_num_seqs / sim.step_s(sim.max_num_seqs)  # tokens/s at a full batch (stream's setting)
-    ideal = sim.cold_start_s + tokens / full_rate / sim.containers
+    # Tokens/s at a full batch of the shipped MAX_NUM_SEQS, whatever --max-num-seqs says: a deployment
+    # that decodes fewer sequences at once is slower per GPU, and the yardstick must not move with it.
+    full_rate = max(sim.max_num_seqs, MAX_NUM_SEQS) / sim.step_s(max(sim.max_num_seqs, MAX_NUM_SEQS))
+    flat_ideal = sim.cold_start_s + tokens / full_rate / sim.containers
+    ideal = ideal_wall(containers, start, tokens / full_rate)
     return RunResult(
         client=client,
         busy=busy / warm if warm else 0.0,
         wall_over_ideal=(end - start) / ideal,
         wall_s=end - start,
         ideal_s=ideal,
+        flat_ideal_s=flat_ideal,
         mean_seqs=sum(c.seq_s for c in containers) / busy if busy else 0.0,
         billed_gpu_s=sum((c.down_at or end + SCALEDOWN_WINDOW_S) - c.created for c in containers),
         lost=len(set(range(1, pages + 1)) - set(numbers)),
@@ -434,6 +467,22 @@ def simulate(client: str, pages: int, sim: Sim) -> RunResult:
         transient=deployment.transient,
         calls=deployment.calls,
     )
+
+
+def ideal_wall(containers: list[Container], start: float, work_s: float) -> float:
+    """The wall time by which the containers' warm time, as they were up (cold starts, the preempted
+    one's outage and its replacement's start), adds up to the book's GPU work at the full batch's rate:
+    total GPU work / containers, counting only the containers there were."""
+
+    def capacity(t: float) -> float:
+        return sum(max(0.0, min(c.down_at or math.inf, start + t) - max(c.up_at, start)) for c in containers)
+
+    low, high = 0.0, 1.0
+    while capacity(high) < work_s:
+        high *= 2
+    for _ in range(60):
+        low, high = (low, (low + high) / 2) if capacity((low + high) / 2) >= work_s else ((low + high) / 2, high)
+    return high
 
 
 def fit_lengths(raw_dir: Path) -> tuple[float, float, list[int]] | None:
@@ -459,6 +508,7 @@ def report_simulation(args: argparse.Namespace) -> bool | None:
         max_num_seqs=args.max_num_seqs,
         max_inputs=args.max_inputs,
         first_max_tokens=args.first_max_tokens,
+        loop_check_every=args.loop_check_every,
         log_mu=mu,
         log_sigma=sigma,
         preempt_after_s=args.preempt_after_s,
@@ -481,11 +531,13 @@ def report_simulation(args: argparse.Namespace) -> bool | None:
         lost, dup = sum(r.lost for r in runs), sum(r.duplicated for r in runs)
         print(
             f"   {client:6s}: GPU busy {', '.join(f'{r.busy:.3f}' for r in runs)} (median "
-            f"{statistics.median(r.busy for r in runs):.3f}); wall/ideal {', '.join(f'{r.wall_over_ideal:.2f}' for r in runs)}; "
+            f"{statistics.median(r.busy for r in runs):.3f}); wall/ideal {', '.join(f'{r.wall_over_ideal:.2f}' for r in runs)} "
+            f"(flat formula {', '.join(f'{r.wall_s / r.flat_ideal_s:.2f}' for r in runs)}); "
             f"lost {lost}, duplicated {dup}"
         )
         print(
-            f"           median run: {mid.wall_s:.0f} s wall vs {mid.ideal_s:.0f} s ideal, {mid.mean_seqs:.1f} sequences "
+            f"           median run: {mid.wall_s:.0f} s wall vs {mid.ideal_s:.0f} s ideal ({mid.flat_ideal_s:.0f} s and "
+            f"{mid.wall_s / mid.flat_ideal_s:.2f}x by the flat formula), {mid.mean_seqs:.1f} sequences "
             f"per step, {mid.calls} calls, {mid.retried} retried ok, {mid.fallbacks} fell back, "
             f"{mid.transient} transient failures re-sent; {mid.billed_gpu_s:.0f} GPU-s billed "
             f"(${mid.billed_gpu_s * PRICE_PER_SECOND['A100']:.2f} on A100s, {SCALEDOWN_WINDOW_S} s idle window included)"
@@ -540,6 +592,7 @@ def main() -> int:
     parser.add_argument("--max-num-seqs", type=int, default=Sim.max_num_seqs)
     parser.add_argument("--max-inputs", type=int, default=Sim.max_inputs)
     parser.add_argument("--first-max-tokens", type=int, default=FIRST_ATTEMPT.loop_check_tokens)
+    parser.add_argument("--loop-check-every", type=int, default=Sim.loop_check_every, help="0: one check, at the cap")
     parser.add_argument("--preempt-after-s", type=float, default=Sim.preempt_after_s, help="0: no preemption")
     parser.add_argument("--skip-upload", action="store_true")
     args = parser.parse_args()

@@ -110,28 +110,65 @@ def test_retry_options_reach_vllm(fake_vllm: dict[str, Any]) -> None:
     assert params.extra_args["ngram_size"] == 40 and params.extra_args["window_size"] == 300 and priority == -1
 
 
+def _random_words(seed: int, count: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(count)
+    )
+
+
 @pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
-def test_a_loop_is_stopped_at_the_first_attempt_s_check(fake_vllm: dict[str, Any]) -> None:
-    from ocr_backend.deepseek.runner import FIRST_ATTEMPT, FIRST_MAX_TOKENS
+def test_a_loop_is_stopped_near_its_onset_not_at_the_cap(fake_vllm: dict[str, Any]) -> None:
+    from ocr_backend.deepseek.runner import FIRST_ATTEMPT, FIRST_MAX_TOKENS, RETRY_ATTEMPT
 
     def respond(number: int, extra: dict[str, Any]) -> tuple[str, str]:
         if number == 1:
             return raw_loop(1500), "length"  # ~9,000 tokens of loop if nobody stopped it
         if number == 2:
-            rng = random.Random(2)
-            words = " ".join(
-                "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(4000)
-            )
+            words = _random_words(2, 4000)
             return "<|ref|>text<|/ref|><|det|>[[1, 1, 999, 999]]<|/det|>\n" + words, "stop"  # long, no loop
         return respond_good(number, extra)
 
     fake_vllm["respond"] = respond
-    out = local(deployed_class().ocr, [jpeg(page_image(n)) for n in (1, 2, 3)], FIRST_ATTEMPT.as_dict())
-    looped, long_page, short = out
-    assert looped["finish_reason"] == "repetition" and FIRST_MAX_TOKENS <= looped["output_tokens"] < 5000
-    assert long_page["finish_reason"] == "stop" and long_page["output_tokens"] > FIRST_MAX_TOKENS  # long, not looping
-    assert short["finish_reason"] == "stop"
-    assert len(fake_vllm["llm"].aborted) == 1  # the looping request was aborted, not decoded to the end
+    deployed = deployed_class()
+    for attempt in (FIRST_ATTEMPT, RETRY_ATTEMPT):  # a retry that loops again is stopped too, not decoded to 8,192
+        fake_vllm["llm"].aborted.clear()
+        out = local(deployed.ocr, [jpeg(page_image(n)) for n in (1, 2, 3)], attempt.as_dict())
+        looped, long_page, short = out
+        # the fake streams 512 tokens at a time: the loop is seen at the first check, confirmed at the next
+        assert looped["finish_reason"] == "repetition" and looped["output_tokens"] <= 1024 < FIRST_MAX_TOKENS
+        assert long_page["finish_reason"] == "stop" and long_page["output_tokens"] > FIRST_MAX_TOKENS  # long, no loop
+        assert short["finish_reason"] == "stop"
+        assert len(fake_vllm["llm"].aborted) == 1  # the looping request was aborted, not decoded to the end
+
+
+@pytest.mark.filterwarnings("ignore:.*executing locally.*:UserWarning")
+def test_a_repetitive_passage_that_ends_is_not_taken_for_a_loop(fake_vllm: dict[str, Any]) -> None:
+    from ocr_backend.deepseek.runner import FIRST_ATTEMPT
+
+    # At the check after 1,024 tokens (4,096 characters) the text ends in 40 repeats of a line; then
+    # the page goes on. A loop never ends, so one check that sees it is not enough to stop the page.
+    words = _random_words(3, 3000)
+    head = words[: 4096 - 400]
+    text = head + "x = 1 + 1\n" * 40 + words[len(head) :] + "\n\nThe end."
+    fake_vllm["respond"] = lambda number, extra: (text, "stop")
+    [page] = local(deployed_class().ocr, [jpeg(page_image(1))], FIRST_ATTEMPT.as_dict())
+    assert page["finish_reason"] == "stop" and page["text"] == text and not fake_vllm["llm"].aborted
+
+
+def test_the_loop_watch_checks_at_each_mark_and_needs_loops_in_a_row() -> None:
+    from ocr_backend.deepseek.runner import DecodeSettings, LoopWatch
+
+    loop, prose = raw_loop(300), _random_words(4, 800)
+    watch = LoopWatch(DecodeSettings(loop_check_every=256))
+    assert not watch.looping(100, loop)  # before the first mark: not looked at
+    assert not watch.looping(300, loop)  # seen once
+    assert not watch.looping(400, loop)  # not past the next mark (512): not looked at
+    assert not watch.looping(520, prose)  # not looping any more: the count starts again
+    assert not watch.looping(800, loop) and watch.looping(1100, loop)  # twice in a row
+    once = LoopWatch(DecodeSettings(loop_check_tokens=4096))  # no periodic checks: one look, at the mark
+    assert not once.looping(4000, loop) and once.looping(4100, loop) and not once.looping(9000, loop)
+    assert not LoopWatch(DecodeSettings()).looping(8000, loop)  # no check asked for
 
 
 def test_the_gpu_meter_shares_time_among_the_requests_running() -> None:

@@ -27,8 +27,15 @@ MAX_MODEL_LEN = 8192
 # from ~300 to ~2,700 tokens for a dense page of notes (bytes / 4: the looping sample filled 8,192
 # tokens with 35,838 bytes); at 4,096 tokens, 1.5x the densest, a page whose text ends in a loop
 # is stopped, which halves what a loop costs before its retry. A page that is merely long is not
-# looping and decodes on to MAX_MODEL_LEN, so it is never decoded twice.
+# looping and decodes on to MAX_MODEL_LEN, so it is never decoded twice. One generate() call
+# (deepseek-local) cannot look mid-way, so there it is a cap on the first attempt.
 FIRST_MAX_TOKENS = 4096
+# The async runner (the Modal class) looks every LOOP_CHECK_EVERY tokens instead, and stops a page once
+# LOOP_CONFIRMATIONS checks in a row see one: in the looping sample the loop begins ~600 tokens in
+# and detect_repetition first sees it ~700 tokens later: stopped at 1,792 tokens, not 4,096 or 8,192.
+# A repetitive passage that ends (a long table, dot leaders) is seen once, not twice in a row.
+LOOP_CHECK_EVERY = 256
+LOOP_CONFIRMATIONS = 2
 # vLLM's running batch per container. DeepSeek's own scripts use 100 on an A100-40GB; with fewer,
 # each page decodes faster (one token a step each), and a book ends on its last long pages
 # (bench/bench_deepseek_client.py), at a small loss of throughput (~2,300 tokens/s against ~2,500).
@@ -49,6 +56,7 @@ class DecodeSettings:
     prompt: str = PROMPT
     priority: int = 0  # vLLM's scheduling priority: lower goes first among the waiting requests
     loop_check_tokens: int = 0  # stop the page here if its text ends in a loop (0: never check)
+    loop_check_every: int = 0  # the async runner: look for a loop this often instead (0: at loop_check_tokens)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,12 +67,15 @@ class DecodeSettings:
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
 
-FIRST_ATTEMPT = DecodeSettings(loop_check_tokens=FIRST_MAX_TOKENS)
+FIRST_ATTEMPT = DecodeSettings(loop_check_tokens=FIRST_MAX_TOKENS, loop_check_every=LOOP_CHECK_EVERY)
 # A retry bans repeats over a longer stretch (a loop whose period is longer than
 # window - ngram tokens slips past the first settings) and may use the full length.
 # It goes ahead of the first attempts waiting in the container, so a page found long or looping
-# late in a book does not wait behind the rest of it.
-RETRY_ATTEMPT = DecodeSettings(ngram_size=40, window_size=300, max_tokens=MAX_MODEL_LEN, priority=-1)
+# late in a book does not wait behind the rest of it. A retry that loops again would fail its
+# check at the end anyway: it is stopped at the loop's onset too, not decoded to 8,192 tokens.
+RETRY_ATTEMPT = DecodeSettings(
+    ngram_size=40, window_size=300, max_tokens=MAX_MODEL_LEN, priority=-1, loop_check_every=LOOP_CHECK_EVERY
+)
 
 
 def sampling_params(settings: DecodeSettings) -> Any:
@@ -229,17 +240,15 @@ class DeepseekRunner:
             return {**_error_output(image), "gpu_seconds": 0.0}
         key = uuid.uuid4().hex
         request = {"prompt": settings.prompt, "multi_modal_data": {"image": image}}
-        final, looped, checked = None, False, not settings.loop_check_tokens
+        final, looped, watch = None, False, LoopWatch(settings)
         stream = self.llm.generate(request, params, key, priority=settings.priority)
         self.meter.start(key)
         try:
             async for output in stream:
                 final = output  # cumulative: the last one holds the whole text
-                if not checked and _decoded(output) >= settings.loop_check_tokens and not output.finished:
-                    checked = True  # once: the first output past the mark (vLLM streams a few tokens at a time)
-                    looped = detect_repetition(output.outputs[0].text) is not None
-                    if looped:
-                        break
+                if not output.finished and watch.looping(_decoded(output), output.outputs[0].text):
+                    looped = True
+                    break
         finally:
             await stream.aclose()  # vLLM aborts a request whose stream is closed early
             seconds = self.meter.stop(key)
@@ -249,6 +258,27 @@ class DeepseekRunner:
         if looped:
             result["finish_reason"] = "repetition"
         return {**result, "gpu_seconds": seconds}
+
+
+class LoopWatch:
+    """When a streamed page's text has looped long enough to stop it. vLLM streams a few tokens at
+    a time, so a check runs at the first output past each mark: every ``loop_check_every`` tokens,
+    a loop confirmed by ``LOOP_CONFIRMATIONS`` checks in a row; or, without that, once at
+    ``loop_check_tokens``."""
+
+    def __init__(self, settings: DecodeSettings) -> None:
+        self.every = settings.loop_check_every
+        self.marks_at = settings.loop_check_tokens
+        self.needed = LOOP_CONFIRMATIONS if self.every else 1
+        self.next_mark = self.every or self.marks_at
+        self.seen = 0  # checks in a row that saw a loop
+
+    def looping(self, tokens: int, text: str) -> bool:
+        if not self.next_mark or tokens < self.next_mark:
+            return False
+        self.next_mark = (tokens // self.every + 1) * self.every if self.every else 0
+        self.seen = self.seen + 1 if detect_repetition(text) is not None else 0
+        return self.seen >= self.needed
 
 
 def _decoded(output: Any) -> int:
@@ -294,6 +324,9 @@ __all__ = [
     "DecodeSettings",
     "FIRST_ATTEMPT",
     "FIRST_MAX_TOKENS",
+    "LOOP_CHECK_EVERY",
+    "LOOP_CONFIRMATIONS",
+    "LoopWatch",
     "MAX_NUM_SEQS",
     "RETRY_ATTEMPT",
     "DeepseekRunner",

@@ -7,9 +7,10 @@ in vLLM's batch and the batch refills as sequences finish. Rendering (the runner
 worker), JPEG encoding (a feeder thread here) and GPU work overlap. Every page is
 validated like olmOCR does: a page that stopped for any reason but "stop", looped, or
 came back empty is retried as a call of its own that joins the stream ahead of new
-pages (the first attempt is stopped at 4,096 tokens if its text loops there; the retry
-has stronger anti-repeat settings and the full 8,192), then OCRed by the local CPU
-engine and marked ``fallback`` with the reason.
+pages (the class looks for a loop every 256 tokens and stops an attempt whose text has
+looped at two checks in a row, near the loop's onset; the retry has stronger anti-repeat
+settings and the full 8,192), then OCRed by the local CPU engine and marked ``fallback``
+with the reason.
 No page is ever dropped or returned twice, and numbers never shift. ``client="batch"``
 keeps the older shape (32-page batches, one ``generate`` each) for ``deepseek-local``,
 whose offline engine takes one batch at a time.

@@ -532,17 +532,9 @@ def cmd_demo(args: argparse.Namespace, library: Library) -> int:
 
     pdf = make_sample_book(args.out)
     print(f"generated an image-only scanned sample book: {pdf}", file=sys.stderr)
-    args.path, args.book, args.pages, args.replace, args.redo, args.wait, args.max_wait = (
-        str(pdf),
-        "statistics-sample",
-        None,
-        True,
-        False,
-        False,
-        None,
-    )
-    args.long_side, args.estimate = DEFAULT_LONG_SIDE, False
-    code = cmd_ocr(args, library)
+    # the very command a user would type, so the demo follows every option `ocr` has
+    ocr = ["ocr", str(pdf), "--book", "statistics-sample", "--replace", "--engine", args.engine]
+    code = cmd_ocr(build_parser().parse_args(["--json", *ocr] if args.json else ocr), library)
     if not args.json:
         print(f"\n===== {library.document_path('statistics-sample')} =====\n")
         print(library.document("statistics-sample"))

@@ -68,3 +68,12 @@ def test_corpus_from_environment(
     monkeypatch.setenv("BOOKOCR_CORPUS", str(tmp_path / "envlib"))
     assert run(capsys, "ocr", str(text_pdf), "--engine", "text-layer")[0] == 0
     assert (tmp_path / "envlib" / "born-digital" / "document.mmd").is_file()
+
+
+def test_the_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`./dev demo` is the README's first command: it must follow every option `ocr` grows."""
+    corpus = tmp_path / "corpus"
+    assert main(["--corpus", str(corpus), "demo", "--out", str(tmp_path / "sample.pdf")]) == 0
+    out = capsys.readouterr().out
+    assert "state: complete" in out and [out.count(f"<!-- page {n} ") for n in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    assert "posterior" in out

@@ -248,13 +248,7 @@ class ShelfStart:
             fallback=sum(b.fallback for b in self.books),
             failed=failed,
             pending=max(0, pages - done - failed),
-            engine=None,
-            engines_used=[],
-            quality_flags=[],
-            flagged_pages={},
-            failed_pages=[],
-            source="",
-            source_path="",
+            **_no_details(),
             error="; ".join(f"{b.book}: {b.error}" for b in refused[:5]) or None,
             message=_shelf_message(self, active, refused),
             library={
@@ -758,16 +752,25 @@ def damaged_status(book_id: str, error: str) -> BookStatus:
         fallback=0,
         failed=0,
         pending=0,
-        engine=None,
-        engines_used=[],
-        quality_flags=[],
-        flagged_pages={},
-        failed_pages=[],
-        source="",
-        source_path="",
+        **_no_details(),
         error=error,
         message=f"{error}. Until then its pages cannot be read; tell the user (the MCP server does not repair books).",
     )
+
+
+def _no_details(**known: Any) -> dict[str, Any]:
+    """The per-book fields of a status that stands for no stored book yet (a queued job, a damaged book,
+    a library job's totals), fresh each time; ``known`` fills what is known."""
+    return {
+        "engine": None,
+        "engines_used": [],
+        "quality_flags": [],
+        "flagged_pages": {},
+        "failed_pages": [],
+        "source": "",
+        "source_path": "",
+        **known,
+    }
 
 
 def _new_book_status(job: Job) -> BookStatus:
@@ -782,13 +785,7 @@ def _new_book_status(job: Job) -> BookStatus:
         fallback=0,
         failed=0,
         pending=n,
-        engine=job.options.engine,
-        engines_used=[],
-        quality_flags=[],
-        flagged_pages={},
-        failed_pages=[],
-        source=job.source.name,
-        source_path=job.source.path,
+        **_no_details(engine=job.options.engine, source=job.source.name, source_path=job.source.path),
     )
 
 

@@ -423,8 +423,10 @@ class Library:
             self.open_book(book_id)  # an unknown book is an error that lists the books
         span = parse_span(pages) if isinstance(pages, str) else pages
 
-        def search(first: int, count: int) -> SearchResponse:
-            return search_library(self.corpus, query, books=books, pages=span, limit=count, offset=first)
+        def search(first: int, count: int, fill: int | None = None) -> SearchResponse:  # snippets: for hits kept
+            return search_library(
+                self.corpus, query, books=books, pages=span, limit=count, offset=first, snippets=False, fill=fill
+            )
 
         # bad paging values go to search_library, which refuses them with the range
         within = (
@@ -434,7 +436,9 @@ class Library:
             and offset >= 0
             and offset + limit <= PROMOTE_WITHIN
         )
-        found = search(0, PROMOTE_WITHIN) if within else search(offset, limit)  # one search in the usual case
+        # one search in the usual case; promotion stays within a tier, so lower tiers than the hits shown need
+        # not be ranked (fill)
+        found = search(0, PROMOTE_WITHIN, offset + limit) if within else search(offset, limit)
         if offset < PROMOTE_WITHIN and found.hits:
             head = found.hits if within else search(0, PROMOTE_WITHIN).hits
             promoted = self._promote(head, query_words(query), defined)
@@ -443,6 +447,7 @@ class Library:
         elif within:
             found.hits = found.hits[offset : offset + limit]
         hits = found.hits
+        found.make_snippets(hits)
         for hit in hits:
             hit.section = self._hit_section(hit.book, hit.page)
         elapsed = round((time.perf_counter() - started) * 1000, 2)
@@ -453,7 +458,7 @@ class Library:
         first; the tier's scores are handed out again in the new order, so they still fall down the list."""
         weight: dict[int, float] = {}
         for i, hit in enumerate(hits):
-            markdown, headings = self._hit_page(hit.book, hit.page)
+            markdown, headings = self._hit_page(hit)
             headings += page_headings(markdown)
             by_heading = heading_score(headings, words) if words else 0.0
             by_sentence = _definition_weight(markdown, headings, words) if defined and words else 0.0
@@ -468,19 +473,19 @@ class Library:
                 promoted[k].score = score
         return promoted
 
-    def _hit_page(self, book_id: str, page: int) -> tuple[str, list[str]]:
-        """A hit's text and the contents headings on its page ('' and [] when the book cannot be read now)."""
-        try:
-            book = self.corpus.book(book_id)
-            return book.read_page(page).markdown, self._section_index(book).headings_on(page)
-        except BookOcrError:
-            return "", []
+    def _hit_page(self, hit: SearchHit) -> tuple[str, list[str]]:
+        """A hit's text as indexed, and the contents headings on its page ([] when the book cannot be read now);
+        both from the index, which keeps each book's contents (see :mod:`server.search.books`)."""
+        from server.search.books import book_sections
+
+        sections = book_sections(self.corpus, hit.book, self._sections)
+        return hit.text, sections.headings_on(hit.page) if sections else []
 
     def _hit_section(self, book_id: str, page: int) -> str | None:
-        try:
-            return self._section_index(self.corpus.book(book_id)).section_of(page)
-        except BookOcrError:
-            return None
+        from server.search.books import book_sections
+
+        sections = book_sections(self.corpus, book_id, self._sections)
+        return sections.section_of(page) if sections else None
 
     def reindex(self, book_id: str | None = None) -> dict[str, Any]:
         from server.search import SearchIndex

@@ -39,7 +39,8 @@ def test_a_rerun_that_replaces_a_book_drops_its_old_pages(corpus: Corpus, tmp_pa
         numbered_text_pdf(tmp_path / "b.pdf", 2, words=7),
         RunOptions(book="swap", engine="text-layer", replace=True),
     )
-    assert search_library(corpus, "word5x1").total == 0
+    found = search_library(corpus, "word5x1").hits  # near spellings (word1x1, word2x1) of the new pages may match
+    assert [hit.page for hit in found if hit.page > 2 or "word5" in hit.snippet] == []
     assert search_library(corpus, "word2x6").total == 1
 
 

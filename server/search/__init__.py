@@ -2,9 +2,11 @@
 
 The index (``CORPUS/index.sqlite``) is derived data: every page's clean markdown, normalised by
 :mod:`server.search.normalize`, in a contentless FTS5 table, beside a ``pages`` table that keeps the
-page text (for snippets) and its terms (for proximity and exact deletes), both compressed.
+page text (for snippets) and its terms (for proximity and exact deletes), both compressed, a ``terms``
+table for near spellings, and each book's printed labels and contents (:mod:`.books`).
 Pages are added as the runner writes them, so a book can be searched while its OCR runs;
-``reindex`` rebuilds everything from the ``.mmd`` files.
+``reindex`` rebuilds everything from the ``.mmd`` files, and an index of an older format is rebuilt
+so when it is next opened.
 
 A query runs as a ladder of ever looser match tiers, and every hit of a tier ranks above every
 hit of the next; a looser tier is only tried while the stricter ones found too few pages:
@@ -33,7 +35,8 @@ runner listeners), :mod:`.store` (the SQLite file: schema, connections, checks, 
 :mod:`.query` (parsing),
 :mod:`.vocabulary` (term page counts, near spellings), :mod:`.tiers` (the ladder of match
 expressions), :mod:`.ranking` (running the ladder: BM25, relevance, proximity),
-:mod:`.snippets`, :mod:`.results` (what a search returns).
+:mod:`.snippets`, :mod:`.results` (what a search returns), :mod:`.books` (each book's labels and
+contents, kept for its hits).
 """
 
 from ocr_backend.errors import SearchIndexError

@@ -12,18 +12,22 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 from ocr_backend.engines.base import PageResult
 from ocr_backend.errors import BookOcrError, PageRangeError, UnknownBookError
 from server.corpus import DONE_STATUSES, Book, Corpus
+from server.search.books import BookFacts, facts_of, read_facts, store_facts
 from server.search.normalize import NORMALIZER_VERSION, normalize
-from server.search.query import QueryGroup, read_query
+from server.search.query import read_query
 from server.search.ranking import rank_query
 from server.search.results import SearchHit, SearchResponse
-from server.search.snippets import make_snippet
 from server.search.store import (
+    BUSY_TIMEOUT_MS,
     INDEX_FILE,
+    NORMALIZER,
+    OUTDATED,
     PAGE_BITS,
     PAGE_MASK,
     SearchIndexError,
@@ -35,18 +39,21 @@ from server.search.store import (
     create_schema,
     file_inode,
     is_corruption,
+    manifest_stamp,
     move_aside,
     pack,
+    remove_index,
     rowid_filter,
     shared_for,
     unpack,
 )
-from server.search.vocabulary import TermStats, Vocabulary
+from server.search.vocabulary import TermStats, count_terms
 
 log = logging.getLogger(__name__)
 
 MAX_LIMIT = 200
 SYNC_EVERY_S = 10.0  # how often a search checks the index against the books' manifests
+FACTS_WAIT_MS = 200  # a search waits this long at most for another process's write, to store book facts
 
 
 def search_library(
@@ -57,9 +64,16 @@ def search_library(
     pages: tuple[int, int] | None = None,
     limit: int = 10,
     offset: int = 0,
+    snippets: bool = True,
+    fill: int | None = None,
 ) -> SearchResponse:
-    """Search the library (the call both the CLI and the MCP server make)."""
-    return SearchIndex(corpus).search(query, books=books, pages=pages, limit=limit, offset=offset)
+    """Search the library (the call both the CLI and the MCP server make, through ``Library.search``);
+    without ``snippets`` the hits have none until :meth:`SearchResponse.make_snippets` makes them. With
+    ``fill``, once that many hits are ranked no lower tier is started (its hits would all come after them):
+    for a caller that re-orders hits only within their tier and hands on the first ``fill``."""
+    return SearchIndex(corpus).search(
+        query, books=books, pages=pages, limit=limit, offset=offset, snippets=snippets, fill=fill
+    )
 
 
 class SearchIndex:
@@ -103,7 +117,7 @@ class SearchIndex:
         if conn is not None:
             return conn
         problem = check_index_file(self.path, read_only=True) if self.path.exists() else "there is none"
-        if problem not in (None, "normalizer"):  # an older normalisation still finds most words
+        if problem not in (None, NORMALIZER):  # an older normalisation still finds most words
             raise SearchIndexError(
                 f"the search index {self.path} cannot be used ({problem}) and the corpus is read-only, so it "
                 "cannot be rebuilt; run `bookocr reindex` on a writable copy of the corpus"
@@ -114,13 +128,16 @@ class SearchIndex:
     def _open_or_rebuild(self, rebuild: bool) -> None:
         """Make the file a valid index of this version, rebuilding it when it is missing, foreign or corrupt."""
         shared = self._shared
-        shared.vocabulary = None
         self.corpus.root.mkdir(parents=True, exist_ok=True)
         existed = self.path.exists()
         if existed:
             problem = check_index_file(self.path)
-            if problem == "normalizer":
+            if problem == NORMALIZER:
                 self._rebuild_after(f"search index {self.path} was made by another text normalisation", rebuild)
+                return
+            if problem == OUTDATED:
+                remove_index(self.path)
+                self._rebuild_after(f"search index {self.path} was made by an older bookocr", rebuild)
                 return
             if problem:
                 moved = move_aside(self.path)
@@ -138,7 +155,7 @@ class SearchIndex:
 
     def _rebuild_after(self, reason: str, rebuild: bool = True) -> None:
         shared = self._shared
-        if not self.path.exists() or check_index_file(self.path) not in (None, "normalizer"):
+        if not self.path.exists() or check_index_file(self.path) not in (None, NORMALIZER):
             with connect(self.path) as conn:
                 create_schema(conn)
         shared.ready_inode = file_inode(self.path)
@@ -173,8 +190,9 @@ class SearchIndex:
     def reindex(self, book: str | None = None) -> int:
         """Rebuild from the ``.mmd`` files (one book, or the whole library); returns pages indexed."""
         if book is not None:
+            stamp = self._stamp(book)  # before the manifest is read: a later change is seen by the next sync
             source = self.corpus.book(book)  # raises UnknownBookError listing the books
-            return self._write(lambda conn: self._replace_book(conn, source))
+            return self._write(lambda conn: self._replace_book(conn, source, stamp))
         self._conn(rebuild=False)  # a missing or broken file becomes an empty index first
         return self._write(self._rebuild_all)
 
@@ -219,12 +237,6 @@ class SearchIndex:
                 raise
         return count
 
-    def _next_generation(self, conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-        generation = int(row[0]) + 1 if row else 1
-        conn.execute("INSERT OR REPLACE INTO meta VALUES('generation', ?)", (str(generation),))
-        return generation
-
     def _book_number(self, conn: sqlite3.Connection, book: str, create: bool) -> int | None:
         """The book's number, read in the caller's transaction: another process may have rebuilt the index."""
         row = conn.execute("SELECT num FROM books WHERE book=?", (book,)).fetchone()
@@ -234,10 +246,10 @@ class SearchIndex:
         return None if row is None else int(row[0])
 
     def _insert_pages(self, conn: sqlite3.Connection, pages: Iterable[tuple[str, int, str, str | None]]) -> int:
-        generation = self._next_generation(conn)
         numbers: dict[str, int | None] = {}
         fts_rows: list[tuple[int, str]] = []
-        page_rows: list[tuple[int, str | None, int, bytes, bytes]] = []
+        page_rows: list[tuple[int, str | None, bytes, bytes]] = []
+        found: Counter[str] = Counter()
         for book, page, markdown, label in pages:
             if not isinstance(page, int) or not 1 <= page <= PAGE_MASK:
                 raise PageRangeError(f"page {page!r} cannot be indexed: pages are numbered 1-{PAGE_MASK}")
@@ -245,11 +257,13 @@ class SearchIndex:
                 numbers[book] = self._book_number(conn, book, create=True)
             rowid = int(numbers[book] or 0) << PAGE_BITS | page
             body = normalize(markdown)
+            found.update(set(body.split()))
             fts_rows.append((rowid, body))
-            page_rows.append((rowid, label, generation, pack(markdown), pack(body)))
+            page_rows.append((rowid, label, pack(markdown), pack(body)))
         self._delete_rows(conn, [row[0] for row in page_rows])
         conn.executemany("INSERT INTO fts(rowid, body) VALUES(?, ?)", fts_rows)
-        conn.executemany("INSERT INTO pages(id, label, gen, text, norm) VALUES(?, ?, ?, ?, ?)", page_rows)
+        conn.executemany("INSERT INTO pages(id, label, text, norm) VALUES(?, ?, ?, ?)", page_rows)
+        count_terms(conn, found, 1)
         count_pages(conn, len(page_rows))
         return len(page_rows)
 
@@ -259,44 +273,53 @@ class SearchIndex:
         for start in range(0, len(rowids), 500):
             chunk = rowids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            old = conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", chunk).fetchall()
-            conn.executemany(
-                "INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", [(i, unpack(n)) for i, n in old]
-            )
+            old = [(i, unpack(n)) for i, n in conn.execute(f"SELECT id, norm FROM pages WHERE id IN ({marks})", chunk)]
+            conn.executemany("INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", old)
+            count_terms(conn, Counter(t for _, body in old for t in set(body.split())), -1)
             conn.execute(f"DELETE FROM pages WHERE id IN ({marks})", chunk)
             deleted += len(old)
         count_pages(conn, -deleted)
         return deleted
 
-    def _replace_book(self, conn: sqlite3.Connection, book: Book) -> int:
+    def _replace_book(self, conn: sqlite3.Connection, book: Book, stamp: str | None) -> int:
+        """Index the book's done pages afresh; ``stamp``: its manifest's version, taken before it was read."""
         num = self._book_number(conn, book.id, create=True)
         assert num is not None
         self._delete_rows(conn, book_rows(conn, num))
-        return self._insert_pages(conn, _book_pages(book, book.done_pages()))
+        count = self._insert_pages(conn, _book_pages(book, book.done_pages()))
+        conn.execute("UPDATE books SET stamp = ? WHERE num = ?", (stamp, num))
+        if stamp is not None:
+            store_facts(conn, num, read_facts(book, stamp))
+        return count
+
+    def _stamp(self, book_id: str) -> str | None:
+        return manifest_stamp(self.corpus.root, book_id)
 
     def _rebuild_all(self, conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO fts(fts) VALUES('delete-all')")
+        conn.execute("DELETE FROM terms")
         conn.execute("DELETE FROM pages")  # book numbers stay: a search running meanwhile still names its hits right
         conn.execute("INSERT OR REPLACE INTO meta VALUES('pages', '0')")
         conn.execute("INSERT OR REPLACE INTO meta VALUES('epoch', ?)", (uuid.uuid4().hex,))
         conn.execute("INSERT OR REPLACE INTO meta VALUES('normalizer', ?)", (str(NORMALIZER_VERSION),))
-        self._shared.vocabulary = None
         count = 0
         book_ids = self.corpus.book_ids()
         for book_id in book_ids:
+            stamp = self._stamp(book_id)
             try:
                 book = self.corpus.book(book_id)
             except BookOcrError as exc:
                 log.warning("bookocr: not indexing %s: %s", book_id, exc)
                 self.not_indexed[book_id] = str(exc)
                 continue
-            count += self._replace_book(conn, book)
+            count += self._replace_book(conn, book, stamp)
         marks = ",".join("?" * len(book_ids))
         conn.execute(
             f"DELETE FROM books WHERE book NOT IN ({marks}) AND num NOT IN (SELECT DISTINCT id >> {PAGE_BITS} "
             "FROM pages)",
             book_ids,
         )
+        conn.execute("DELETE FROM book_facts WHERE num NOT IN (SELECT num FROM books)")
         return count
 
     # --- reading ---------------------------------------------------------------------------
@@ -307,31 +330,6 @@ class SearchIndex:
         row = self._conn().execute("SELECT value FROM meta WHERE key = 'pages'").fetchone()
         return int(row[0]) if row else 0
 
-    def vocabulary(self, load: bool = True) -> Vocabulary | None:
-        """The in-memory vocabulary, brought up to date with pages written since it was read.
-
-        Reading it whole takes a while in a large library (0.4 s at 50,000 pages), so a search
-        only asks for it (``load``) once it needs near spellings.
-        """
-        conn = self._conn()
-        shared = self._shared
-        meta = dict(
-            conn.execute("SELECT key, value FROM meta WHERE key IN ('epoch', 'generation', 'pages')").fetchall()
-        )
-        epoch, generation = meta.get("epoch", ""), int(meta.get("generation", 0))
-        vocab = shared.vocabulary
-        if vocab is None or vocab.epoch != epoch:
-            if not load:
-                return None
-            vocab = Vocabulary(
-                epoch, generation, dict(conn.execute("SELECT term, doc FROM temp.vocab")), int(meta.get("pages", 0))
-            )
-            shared.vocabulary = vocab
-        elif vocab.generation < generation:
-            rows = conn.execute("SELECT norm FROM pages WHERE gen > ?", (vocab.generation,)).fetchall()
-            vocab.add_pages((unpack(norm).split() for (norm,) in rows), generation, int(meta.get("pages", 0)))
-        return vocab
-
     def search(
         self,
         query: str,
@@ -340,6 +338,8 @@ class SearchIndex:
         pages: tuple[int, int] | None = None,
         limit: int = 10,
         offset: int = 0,
+        snippets: bool = True,
+        fill: int | None = None,
     ) -> SearchResponse:
         started = time.perf_counter()
         _check_paging(limit, offset)
@@ -347,7 +347,7 @@ class SearchIndex:
             _check_books(books, [])
             return SearchResponse(query, 0, offset, limit, _ms(started), [])
         try:
-            return self._search(query, books, pages, limit, offset, started)
+            return self._search(query, books, pages, limit, offset, started, snippets, fill)
         except sqlite3.DatabaseError as exc:
             if self.corpus.read_only or (isinstance(exc, sqlite3.OperationalError) and not is_corruption(exc)):
                 raise SearchIndexError(
@@ -357,7 +357,7 @@ class SearchIndex:
                 moved = move_aside(self.path)
                 self._shared.ready_inode = None
                 self._rebuild_after(f"{self.path} is corrupt ({exc}); moved it to {moved.name}")
-            return self._search(query, books, pages, limit, offset, started)
+            return self._search(query, books, pages, limit, offset, started, snippets, fill)
 
     def _search(
         self,
@@ -367,6 +367,8 @@ class SearchIndex:
         limit: int,
         offset: int,
         started: float,
+        snippets: bool,
+        fill: int | None,
     ) -> SearchResponse:
         conn = self._conn()
         if not self.corpus.read_only:
@@ -376,14 +378,15 @@ class SearchIndex:
         parsed = read_query(query)
         if not parsed.groups or book_nums == []:
             return SearchResponse(query, 0, offset, limit, _ms(started), [])
-        stats = TermStats(conn, self.vocabulary, self.page_count)
-        total, ranked = rank_query(conn, parsed, stats, where, params, offset, limit)
-        hits = self._hits(conn, ranked, parsed.groups)
-        return SearchResponse(query, total, offset, limit, _ms(started), hits)
+        stats = TermStats(conn, self.page_count)
+        total, ranked = rank_query(conn, parsed, stats, where, params, offset, limit, fill)
+        found = SearchResponse(query, total, offset, limit, 0.0, self._hits(conn, ranked), parsed.groups)
+        if snippets:
+            found.make_snippets(found.hits)
+        found.elapsed_ms = _ms(started)
+        return found
 
-    def _hits(
-        self, conn: sqlite3.Connection, ranked: list[tuple[float, int]], groups: list[QueryGroup]
-    ) -> list[SearchHit]:
+    def _hits(self, conn: sqlite3.Connection, ranked: list[tuple[float, int]]) -> list[SearchHit]:
         if not ranked:
             return []
         marks = ",".join("?" * len(ranked))
@@ -394,22 +397,44 @@ class SearchIndex:
             )
         }
         names = {num: book for book, num in self._all_book_numbers(conn).items()}
+        facts = self.book_facts(names.get(rowid >> PAGE_BITS, "?") for _, rowid in ranked)
         hits = []
         for score, rowid in ranked:
             if rowid not in stored:  # deleted between ranking and reading
                 continue
             label, blob = stored[rowid]
-            book, page = names.get(rowid >> PAGE_BITS, "?"), rowid & PAGE_MASK
-            label = self._current_label(book, page, label)
-            hits.append(SearchHit(book, page, label, round(score, 4), make_snippet(unpack(blob), groups)))
+            book, page, text = names.get(rowid >> PAGE_BITS, "?"), rowid & PAGE_MASK, unpack(blob)
+            if book in facts:  # labels are refitted after the page was indexed: the manifest's, as it is now
+                label = facts[book].label(page)
+            hits.append(SearchHit(book, page, label, round(score, 4), "", text=text))
         return hits
 
-    def _current_label(self, book_id: str, page: int, indexed: str | None) -> str | None:
-        """The page's printed label as its manifest says now (labels are refitted after the page was indexed)."""
+    def book_facts(self, books: Iterable[str]) -> dict[str, BookFacts]:
+        """The printed labels and contents of these books as their manifests say now (see :mod:`.books`);
+        a book that cannot be read now is left out."""
+        found, fresh = facts_of(self._conn(), self.corpus, books, self._shared.facts)
+        if fresh and not self.corpus.read_only:
+            self._store_facts(fresh)
+        return found
+
+    def _store_facts(self, fresh: list[tuple[int, BookFacts]]) -> None:
+        """Keep facts just read for the next process, unless a write is under way (they are read again then)."""
+        if not self._shared.write_lock.acquire(blocking=False):
+            return
+        conn = self._conn()
         try:
-            return self.corpus.book(book_id).page(page).label
-        except BookOcrError:
-            return indexed
+            conn.execute(f"PRAGMA busy_timeout={FACTS_WAIT_MS}")
+            conn.execute("BEGIN IMMEDIATE")
+            for num, facts in fresh:
+                store_facts(conn, num, facts)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.debug("bookocr: book facts not stored: %s", exc)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._shared.write_lock.release()
 
     def _all_book_numbers(self, conn: sqlite3.Connection) -> dict[str, int]:
         return dict(conn.execute("SELECT book, num FROM books").fetchall())
@@ -423,28 +448,40 @@ class SearchIndex:
 
     # --- keeping the index in line with the corpus ---------------------------------------------
     def _sync_stale_books(self) -> None:
-        """Now and then, index books whose manifest lists done pages the index lacks
-        (made before indexing, or a failed run)."""
+        """Now and then, index books whose manifest lists done pages the index lacks (made before
+        indexing, or a failed run). A book whose manifest is the version last found in line is skipped
+        unread, so that a library of 1,000 books is checked with a stat per book."""
         shared = self._shared
         if time.monotonic() - shared.last_sync < SYNC_EVERY_S:
             return
         shared.last_sync = time.monotonic()
         conn = self._conn()
-        counts = dict(
-            conn.execute("SELECT id >> ?, count(*) FROM pages GROUP BY id >> ?", (PAGE_BITS, PAGE_BITS)).fetchall()
-        )
-        numbers = self._all_book_numbers(conn)
+        known = {book: (num, stamp) for num, book, stamp in conn.execute("SELECT num, book, stamp FROM books")}
+        checked: list[tuple[str, BookFacts]] = []
         for book_id in self.corpus.book_ids():
-            try:
-                done = len(self.corpus.book(book_id).done_pages())
-            except BookOcrError:
-                continue
-            if done == counts.get(numbers.get(book_id, -1), 0) or self.corpus.is_locked(book_id):
+            num, stamp = known.get(book_id, (None, None))
+            now = self._stamp(book_id)
+            if now is None or now == stamp or self.corpus.is_locked(book_id):
                 continue
             try:
-                self.sync_book(book_id)
+                book = self.corpus.book(book_id)
+                if len(book.done_pages()) != (0 if num is None else len(book_rows(conn, num))):
+                    self.sync_book(book)
+                checked.append((book_id, read_facts(book, now)))
             except (BookOcrError, sqlite3.Error) as exc:
                 log.warning("bookocr: could not bring %s into the search index: %s", book_id, exc)
+        if checked:
+            self._write(lambda conn: _set_checked(conn, checked))
+
+
+def _set_checked(conn: sqlite3.Connection, checked: list[tuple[str, BookFacts]]) -> int:
+    """Record the manifest versions the index was found in line with, and the books' facts read from them."""
+    numbers = dict(conn.execute("SELECT book, num FROM books").fetchall())
+    for book_id, facts in checked:
+        if book_id in numbers:
+            conn.execute("UPDATE books SET stamp = ? WHERE num = ?", (facts.stamp, numbers[book_id]))
+            store_facts(conn, numbers[book_id], facts)
+    return len(checked)
 
 
 def _book_pages(book: Book, numbers: Iterable[int]) -> Iterator[tuple[str, int, str, str | None]]:

@@ -31,15 +31,19 @@ def rank_query(
     params: list[Any],
     offset: int,
     limit: int,
+    fill: int | None = None,
 ) -> tuple[int, list[tuple[float, int]]]:
-    """Walk the query's tier ladder (see :mod:`server.search`) until ``offset + limit`` pages are ranked.
+    """Walk the query's tier ladder (see :mod:`server.search`) until ``offset + limit`` pages are ranked,
+    or, with ``fill``, until a lower tier would start after ``fill`` pages are ranked.
 
     Returns the number of pages the whole ladder matches (the same at any offset, so paging ends)
-    and (score, rowid) of the hits ranked offset..offset+limit.
+    and (score, rowid) of the hits ranked offset..offset+limit (fewer where ``fill`` stopped it).
     """
     needed = offset + limit
+    tier_ranked = 4  # the (whole) tier of the last step ranked
     ranked: list[tuple[float, int]] = []  # (score, rowid) for the hits of this page of results
-    seen = 0  # pages of the steps walked so far
+    seen = 0  # pages of the steps walked so far (steps exclude earlier ones' pages, so they add up)
+    counted = True  # every step was ranked to its end: ``seen`` is the total
     earlier: list[str] = []
     tiers: list[str] = []
     # Every step is taken, for the total, but a step is only ranked while hits are still needed; ranking
@@ -47,15 +51,20 @@ def rank_query(
     for step in TierPlan(parsed, stats).steps(lambda: True):
         if step.tier_match not in tiers:
             tiers.append(step.tier_match)
-        if seen >= needed:
+        if seen >= needed or (fill is not None and seen >= fill and int(step.band) < tier_ranked):
+            counted = False
             continue
+        tier_ranked = int(step.band)
         match = step.match if not earlier else f"({step.match}) NOT ({' OR '.join(f'({m})' for m in earlier)})"
         found = _rank_tier(conn, match, where, params, parsed, stats, step.band, max(0, offset - seen), needed - seen)
         ranked.extend(found.hits)
-        seen += found.size
+        seen = needed if found.size is None else seen + found.size
+        counted = counted and found.size is not None
         earlier.append(step.match)
     if not tiers:
         return 0, []
+    if counted:
+        return seen, ranked[:limit]
     union = tiers[0] if len(tiers) == 1 else " OR ".join(f"({m})" for m in tiers)
     return _count_matches(conn, union, where, params), ranked[:limit]
 
@@ -71,7 +80,8 @@ def _rank_tier(
     start: int,
     stop: int,
 ) -> _TierRows:
-    """The tier's size and its hits ranked start..stop (BM25 re-ranked by proximity in fixed blocks)."""
+    """The tier's size (None when it runs on past ``stop``: not counted) and its hits ranked start..stop
+    (BM25 re-ranked by proximity in fixed blocks)."""
     hits: list[tuple[float, int]] = []
     size: int | None = None
     first = RERANK_FIRST if len(parsed.groups) > 1 else RERANK_BLOCK
@@ -88,7 +98,7 @@ def _rank_tier(
             hits.extend(reranked[max(start - lo, 0) : max(0, min(stop - lo, len(reranked)))])
             if size is not None:
                 break
-    if size is None:
+    else:  # nothing wanted from it: only its size
         size = _count_matches(conn, match, where, params)
     return _TierRows(size, hits)
 
@@ -137,7 +147,7 @@ def _block_bounds(block: int, first: int) -> tuple[int, int]:
 
 @dataclass
 class _TierRows:
-    size: int
+    size: int | None  # None: more pages than were wanted
     hits: list[tuple[float, int]]
 
 

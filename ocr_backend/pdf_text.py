@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-import pymupdf
+from typing import TYPE_CHECKING
 
 from ocr_backend.layout import TextLine
+
+if TYPE_CHECKING:  # pymupdf loads where a page is read (see ocr_backend.render)
+    import pymupdf
 
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 # Marks of a bad OCR layer: punctuation inside a word ("tbg.tr"), letters glued to digits
@@ -38,6 +40,8 @@ class TextLayer:
 
 def extract_text_layer(page: pymupdf.Page) -> TextLayer:
     """Read the page's text lines with their boxes (in unrotated page space)."""
+    import pymupdf
+
     rect = page.rect
     layer = TextLayer(width=rect.width, height=rect.height)
     flags = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
@@ -72,6 +76,8 @@ def _count_invisible_chars(page: pymupdf.Page) -> int:
 
 
 def _image_coverage(page: pymupdf.Page) -> float:
+    import pymupdf
+
     area = abs(page.rect) or 1.0
     covered = 0.0
     for info in page.get_image_info():

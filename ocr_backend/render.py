@@ -7,12 +7,15 @@ small-format book page and a large one both come out at a size OCR models read w
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import pymupdf
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from ocr_backend.errors import InputError
+
+# pymupdf and Pillow (~60 ms to import) load where a page is drawn: a command that only reads the corpus
+# (`bookocr search`) never pays for them.
+if TYPE_CHECKING:
+    import pymupdf
+    from PIL import Image
 
 DEFAULT_LONG_SIDE = 1600
 # Under 64 px no text survives; over 10,000 px a page image takes 300 MB and reads no better.
@@ -41,6 +44,8 @@ class RenderSettings:
 
 def fit_long_side(image: Image.Image, long_side: int) -> Image.Image:
     """Resize so the long side is ``long_side`` px (up or down), keeping the aspect ratio."""
+    from PIL import Image
+
     w, h = image.size
     scale = long_side / max(w, h)
     if abs(scale - 1.0) < 0.01:
@@ -50,6 +55,8 @@ def fit_long_side(image: Image.Image, long_side: int) -> Image.Image:
 
 
 def normalise_mode(image: Image.Image) -> Image.Image:
+    from PIL import Image
+
     if image.mode in ("L", "RGB"):
         return image
     if image.mode in ("1", "I;16", "I", "F"):
@@ -64,6 +71,9 @@ def normalise_mode(image: Image.Image) -> Image.Image:
 
 def render_pdf_page(page: pymupdf.Page, settings: RenderSettings) -> tuple[Image.Image, dict[str, Any]]:
     """Render one PDF page; returns the image and what was done (recorded in the manifest)."""
+    import pymupdf
+    from PIL import Image
+
     if settings.use_native:
         native = _native_scan(page)
         if native is not None:
@@ -88,6 +98,9 @@ def _native_scan(page: pymupdf.Page) -> Image.Image | None:
     Only when the page is unrotated, the image is drawn upright and unflipped
     over (nearly) the whole page, and nothing else is drawn on top of it.
     """
+    import pymupdf
+    from PIL import Image
+
     if page.rotation % 360:
         return None
     infos = page.get_image_info(xrefs=True)

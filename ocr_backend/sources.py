@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -15,14 +16,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
-
-import pymupdf
-from PIL import Image, UnidentifiedImageError
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ocr_backend.errors import InputError, PathNotAllowedError
 from ocr_backend.pdf_text import TextLayer, extract_text_layer
 from ocr_backend.render import MAX_PIXELS, RenderSettings, fit_long_side, normalise_mode, render_pdf_page
+
+if TYPE_CHECKING:  # loaded by load_libraries() when a source is opened (see ocr_backend.render)
+    import pymupdf
+    from PIL import Image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
 MIN_PAGE_PT = 36.0  # half an inch
@@ -45,8 +47,16 @@ T = TypeVar("T")
 OpenCheck = Callable[[Path], None]
 """Given the real path of a file just opened, raises to refuse it (the MCP server's allowed folders)."""
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError beyond twice this
-pymupdf.TOOLS.mupdf_display_errors(False)
+
+@functools.cache
+def load_libraries() -> None:
+    """Import pymupdf and Pillow, once, and set them up for reading sources: done by :func:`open_source`,
+    so a process that only reads the corpus never imports them."""
+    import pymupdf
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError beyond twice this
+    pymupdf.TOOLS.mupdf_display_errors(False)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ class Source(ABC):
 def open_source(path: str | os.PathLike[str], check: OpenCheck | None = None) -> Source:
     """Open and validate a source; raises :class:`InputError` with a specific message. ``check`` is
     called on every file the source opens, with the file's real path once it is open."""
+    load_libraries()
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"{p}: {_link_problem(p) or 'no such file or folder'}")
@@ -215,6 +226,8 @@ class PdfSource(Source):
                 )
 
     def _page_damage(self, index: int) -> str:
+        import pymupdf
+
         with _MUPDF_WARNINGS:
             pymupdf.TOOLS.reset_mupdf_warnings()
             page = self.doc[index]
@@ -232,6 +245,8 @@ class PdfSource(Source):
 
     def _read_page(self, number: int, read: Callable[[pymupdf.Page], T]) -> T:
         """``read`` the page, failing it when MuPDF reports damage on the way (a short page is never 'ok')."""
+        import pymupdf
+
         with _MUPDF_WARNINGS:
             pymupdf.TOOLS.reset_mupdf_warnings()
             page = self.doc[number - 1]
@@ -290,6 +305,8 @@ def _missing_structure(doc: pymupdf.Document, index: int) -> str:
 def _open_pdf(path: Path, check: OpenCheck | None) -> pymupdf.Document:
     """Open a PDF; with ``check``, MuPDF reads the very file that was checked (through /proc on Linux,
     from memory elsewhere), never whatever the path names a moment later."""
+    import pymupdf
+
     if check is None:
         return pymupdf.open(path, filetype="pdf")
     with open_checked(path, check) as fh:
@@ -309,6 +326,8 @@ class _ImagePagesSource(Source):
         return None
 
     def render(self, number: int, settings: RenderSettings) -> tuple[Image.Image, dict[str, Any]]:
+        from PIL import Image
+
         path, frame = self.frames[number - 1]
         with open_checked(path, self.check) as fh, Image.open(fh) as img:
             img.seek(frame)
@@ -325,6 +344,8 @@ class _ImagePagesSource(Source):
 
 def _image_frames(path: Path, check: OpenCheck | None = None) -> list[tuple[Path, int]]:
     """Validate an image file from its header and list its frames (pages)."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with open_checked(path, check) as fh, Image.open(fh) as img:
             w, h = img.size

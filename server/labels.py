@@ -21,8 +21,10 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy (~45 ms to import) loads only where labels are fitted, never on a search
+    import numpy as np
 
 ARABIC = "arabic"
 ROMAN_LOWER = "roman"
@@ -288,6 +290,8 @@ def _run_states(candidates: Sequence[Sequence[Candidate]]) -> list[tuple[str, in
 
 def _emissions(candidates: Sequence[Sequence[Candidate]], states: list[tuple[str, int]]) -> np.ndarray:
     """Score of each state (rows; the last row is "no label") on each page (columns)."""
+    import numpy as np
+
     count = len(candidates)
     index = np.arange(1, count + 1)
     emission = np.zeros((len(states) + 1, count))
@@ -305,6 +309,8 @@ def _emissions(candidates: Sequence[Sequence[Candidate]], states: list[tuple[str
 def _reach_back(path: list[int], emission: np.ndarray) -> list[int]:
     """Unlabelled pages just before a run take that run's labels while they stay >= 1: an
     opening page (chapter, part, title) usually shows no number but is counted."""
+    import numpy as np
+
     none = emission.shape[0] - 1
     for position in range(len(path) - 2, -1, -1):
         if (
@@ -320,6 +326,8 @@ def _viterbi(emission: np.ndarray) -> list[int]:
     """Best state path. Leaving a run costs :data:`SWITCH_COST`; starting one from "no label"
     is free, so a run needs more evidence than a switch costs only where it gives way to
     another. Ties keep the current state, so a later run reaches back to its start."""
+    import numpy as np
+
     states, count = emission.shape
     none = states - 1
     score = emission[:, 0].copy()

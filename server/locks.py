@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +93,7 @@ def _acquire(book_id: str, path: Path) -> tuple[TextIO | None, str]:
                 )
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            fh.write(f"pid {os.getpid()} on {_host()}")
             fh.flush()
             return fh, ""
         except BaseException:
@@ -132,12 +131,18 @@ def _read_holder(fh: IO[str]) -> str:
     return fh.read().strip()
 
 
+def _host() -> str:
+    import socket  # here, not at the top: a command that takes no lock (a search) never loads it
+
+    return socket.gethostname()
+
+
 def _holder_alive(holder: str) -> bool:
     """Whether the process a lock file names may still be running; anything unclear counts as running."""
     match = HOLDER_RE.fullmatch(holder)
     if match is None:
         return True
-    if match["host"] and match["host"] != socket.gethostname():
+    if match["host"] and match["host"] != _host():
         return True  # a process on another machine sharing the corpus: no way to tell
     return _pid_running(int(match["pid"]))
 

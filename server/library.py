@@ -563,7 +563,9 @@ class Library:
         progress: Callable[[ShelfProgress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> ShelfSummary:
-        """OCR (or resume) many books as one job, one after another through one engine where it can be shared.
+        """OCR (or resume) many books as one job through one engine where it can be shared: one after another,
+        or a few at once for an engine that takes pages of several books (``books_at_once``: the DeepSeek
+        client, whose containers then stay busy across a book's tail).
 
         Folders among ``paths`` give every PDF under them (see :func:`server.runner.shelf_entries` for the
         ids). A book whose file cannot be read, or that another run holds (unless ``options.wait_for_lock``),
@@ -578,19 +580,23 @@ class Library:
         for entry, book in zip(entries, shelf.books):
             self._plan_shelf_book(entry, book, options)
         engine: OcrEngine | None = None
+        todo = [(entry, book) for entry, book in zip(entries, shelf.books) if book.state == "pending"]
         try:
-            for entry, book in zip(entries, shelf.books):
-                if book.state != "pending":
-                    continue
-                if cancel is not None and cancel.is_set():
-                    book.state = "cancelled"
-                    continue
-                if engine is None and book.run_pages and _engine_shareable(options):
-                    engine = create_engine(
-                        options.engine, **engine_class(options.engine).check_options(options.engine_options)
-                    )
-                    engine.start()
-                self._run_shelf_book(entry, book, options, shelf, engine, cost, progress, cancel)
+            if any(book.run_pages for _, book in todo) and _engine_shareable(options):
+                engine = create_engine(
+                    options.engine, **engine_class(options.engine).check_options(options.engine_options)
+                )
+                engine.start()
+            at_once = engine.books_at_once() if engine is not None else 1
+            if engine is not None and at_once > 1 and len(todo) > 1:
+                cancel = cancel or threading.Event()
+                self._run_shelf_books_at_once(todo, at_once, options, shelf, engine, cost, progress, cancel)
+            else:
+                for entry, book in todo:
+                    if cancel is not None and cancel.is_set():
+                        book.state = "cancelled"
+                        continue
+                    self._run_shelf_book(entry, book, options, shelf, engine, cost, progress, cancel)
         finally:
             if engine is not None:
                 engine.close()
@@ -598,6 +604,53 @@ class Library:
         if progress:
             progress(shelf)
         return ShelfSummary(shelf.books, shelf.elapsed, cost, shelf.state)
+
+    def _run_shelf_books_at_once(
+        self,
+        todo: list[tuple[ShelfEntry, ShelfBook]],
+        at_once: int,
+        options: RunOptions,
+        shelf: ShelfProgress,
+        engine: OcrEngine,
+        cost: CostTally,
+        progress: Callable[[ShelfProgress], None] | None,
+        cancel: threading.Event,
+    ) -> None:
+        """The books in job order, each in its own thread through the normal runner (its lock, manifest and
+        document), all sharing ``engine``: the next book starts once the engine has room for its pages (the
+        running books have sent all theirs), up to ``at_once`` at a time. Ctrl-C stops every book (resumable)."""
+        queue = list(reversed(todo))
+        listener = _Serialized(cost)
+        crashed: list[BaseException] = []
+        running: list[threading.Thread] = []
+
+        def run(entry: ShelfEntry, book: ShelfBook) -> None:
+            try:
+                self._run_shelf_book(entry, book, options, shelf, engine, listener, progress, cancel)
+            except BaseException as exc:  # a bug, not a book's problem: the job stops, as it would in order
+                crashed.append(exc)
+                cancel.set()
+
+        try:
+            while queue or running:
+                running = [thread for thread in running if thread.is_alive()]
+                if queue and cancel.is_set():
+                    queue.pop()[1].state = "cancelled"
+                elif queue and (not running or len(running) < at_once and engine.wants_another_book(len(running))):
+                    entry, book = queue.pop()
+                    running.append(threading.Thread(target=run, args=(entry, book), name="bookocr-shelf", daemon=True))
+                    running[-1].start()
+                elif running:  # each book's run is bounded by its engine's stall deadline
+                    running[0].join(SHELF_POLL_S)
+        except BaseException:  # Ctrl-C: every book stops after its current page and stays resumable
+            cancel.set()
+            engine.close()  # the books' streams stop waiting for calls in flight
+            deadline = time.monotonic() + SHELF_STOP_S
+            for thread in running:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            raise
+        if crashed:
+            raise crashed[0]
 
     def _plan_shelf_book(self, entry: ShelfEntry, book: ShelfBook, options: RunOptions) -> None:
         """Check one book before the job starts: its pages, and what is left to do (nothing is written)."""
@@ -622,7 +675,7 @@ class Library:
         options: RunOptions,
         shelf: ShelfProgress,
         engine: OcrEngine | None,
-        cost: CostTally,
+        cost: PageListener,
         progress: Callable[[ShelfProgress], None] | None,
         cancel: threading.Event | None,
     ) -> None:
@@ -630,6 +683,7 @@ class Library:
 
         def on_progress(p: Progress) -> None:
             shelf.current, book.done, book.failed, book.fallback = p, p.done, p.failed, p.fallback
+            shelf.running[book.book] = p
             if progress:
                 progress(shelf)
 
@@ -647,6 +701,8 @@ class Library:
             book.state, book.error = "locked", str(exc)
         except BookOcrError as exc:
             book.state, book.error = ("unreadable" if book.run_pages and not book.done else "error"), str(exc)
+        finally:
+            shelf.book_ended(book.book)
 
     def _is_damaged(self, path: str | Path, book: str | None) -> bool:
         from server.runner import book_id_for
@@ -698,6 +754,22 @@ class Library:
 def _engine_shareable(options: RunOptions) -> bool:
     """One engine serves every book of a job unless it writes into a book's folder (figure crops)."""
     return not options.engine_options.get("figures")
+
+
+SHELF_POLL_S = 0.1  # how often a library job's main thread looks up from its books (room for the next, Ctrl-C)
+SHELF_STOP_S = 10.0  # after Ctrl-C, how long the books running at once get to record their pages and stop
+
+
+class _Serialized:
+    """A page listener shared by books that run at once: one page at a time."""
+
+    def __init__(self, listener: PageListener) -> None:
+        self._listener = listener
+        self._lock = threading.Lock()
+
+    def __call__(self, book: Book, result: Any) -> None:  # result: a PageResult
+        with self._lock:
+            self._listener(book, result)
 
 
 def _definition_weight(markdown: str, headings: list[str], words: list[str]) -> float:

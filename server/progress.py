@@ -39,9 +39,12 @@ def progress_line(p: Progress | ShelfProgress, width: int = 28) -> str:
 
 
 def shelf_line(p: ShelfProgress, width: int) -> str:
-    """The book running now and the whole job: ``[3/10 books] name [###---] 40/200 | all 1234/5000 pages ...``."""
-    book = p.current
-    head = f"[{p.finished_books}/{len(p.books)} books]"
+    """The book running now and the whole job: ``[3/10 books] name [###---] 40/200 | all 1234/5000 pages ...``.
+    With several books running at once (DeepSeek), the bar follows the one that started first, so it does not
+    flip between books as their pages come back: ``[3/10 books, 4 running] name ...``."""
+    running = list(p.running.values())  # one copy: the books' threads change it as they go
+    book = running[0] if running else p.current
+    head = f"[{p.finished_books}/{len(p.books)} books" + (f", {len(running)} running]" if len(running) > 1 else "]")
     if book is not None:
         filled = int(width * book.done / book.total) if book.total else width
         head += f" {book.book} [{'#' * filled}{'-' * (width - filled)}] {book.done}/{book.total}"

@@ -513,9 +513,17 @@ class ShelfProgress(Pace):
     """A library job as it goes: every book, and the one running now (``current``)."""
 
     books: list[ShelfBook]
-    current: Progress | None = None
+    current: Progress | None = None  # the book that reported last (several run at once with some engines)
     state: str = "running"
     started: float = field(default_factory=time.monotonic)
+    running: dict[str, Progress] = field(default_factory=dict)  # every book running now
+
+    def book_ended(self, book: str) -> None:
+        """``book`` stopped running: the bar follows another book still running, if any."""
+        ended = self.running.pop(book, None)
+        others = list(self.running.values())  # one copy: other books' threads change it as they go
+        if ended is not None and self.current is ended and others:
+            self.current = others[0]
 
     @property
     def total(self) -> int:

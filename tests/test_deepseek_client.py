@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 import time
 from typing import Any
 
@@ -199,6 +200,23 @@ def test_a_modal_call_with_no_answer_is_cancelled_at_its_deadline(
     # cancelled alone: its container serves many other pages at once
     assert call.timeouts == [0.3] and call.cancelled == [False]
     assert error_kind(DeadlineExceeded(0.3)) == "batch"  # failed pages, not retried like a transient error
+
+
+def test_a_cancelled_call_is_cancelled_on_modal_at_once(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCls(answers={"ocr": NO_ANSWER})
+    monkeypatch.setattr(modal.Cls, "from_name", lambda app, name: fake)
+    remote = ModalRemote("bookocr", "DeepseekOcr").connect(lambda *a: None)
+    cancel = client.Cancel()
+    start = time.monotonic()
+    threading.Thread(target=lambda: time.sleep(0.1) or cancel.cancel(), daemon=True).start()
+    with pytest.raises(client.CallCancelled):  # the caller stops waiting at once, not at the 5 s deadline
+        client.call_within(lambda: remote.ocr([b"img"], {}, timeout=5.0, cancel=cancel), 5.0, cancel=cancel)
+    assert time.monotonic() - start < 1.0
+    [call] = fake.spawned
+    deadline = time.monotonic() + 2
+    while not call.cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert call.cancelled == [False]  # the call alone, in the background: its container serves other pages
 
 
 def test_modal_s_own_timeouts_are_not_taken_for_the_deadline(signed_in: None, monkeypatch: pytest.MonkeyPatch) -> None:

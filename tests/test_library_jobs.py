@@ -292,3 +292,16 @@ def test_the_bar_shows_the_book_running_and_the_whole_job() -> None:
     shelf.current = Progress(book="bb", total=20, done=5)
     line = progress_line(shelf, width=10)
     assert line.startswith("[1/2 books] bb [##--------] 5/20 | all 15/30 pages"), line
+
+
+def test_with_books_running_at_once_the_bar_follows_the_first_and_counts_them() -> None:
+    from server.progress import progress_line
+    from server.runner import Progress, ShelfBook, ShelfProgress
+
+    shelf = ShelfProgress([ShelfBook(name, f"{name}.pdf", "running", run_pages=10) for name in ("a", "b", "c")])
+    first, second = Progress(book="a", total=10, done=2), Progress(book="b", total=10, done=7)
+    shelf.running.update(a=first, b=second)
+    shelf.current = second  # the book that reported last
+    assert progress_line(shelf, width=10).startswith("[0/3 books, 2 running] a [##--------] 2/10 |")
+    shelf.book_ended("a")
+    assert progress_line(shelf, width=10).startswith("[0/3 books] b [#######---] 7/10 |")

@@ -54,7 +54,8 @@ DEPLOY_HINT = "run `bookocr deploy` to deploy the DeepSeek-OCR GPU class to your
 class RemoteOcr(Protocol):
     def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
         """OCR a batch of encoded page images; one dict per image, in order. Gives up
-        (raising :class:`DeadlineExceeded`) after ``timeout`` seconds where it can."""
+        (raising :class:`DeadlineExceeded`) after ``timeout`` seconds where it can. A remote whose
+        ``ocr`` also takes ``cancel`` (a :class:`Cancel`) stops the call on the server when it is set."""
 
     def info(self, timeout: float) -> dict[str, Any]:
         """What serves the calls (gpu, model, vllm), or ``startup_error`` when it could not start."""
@@ -69,14 +70,53 @@ class DeadlineExceeded(Exception):
         self.seconds = seconds
 
 
+class CallCancelled(Exception):
+    """The caller gave up on a call (a hedged page answered by its other copy)."""
+
+
+class Cancel:
+    """Set by a caller that no longer wants a call's answer; the remote registers how to stop the call
+    (Modal: ``FunctionCall.cancel``, which aborts its vLLM requests and frees their batch places)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._set = False
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the call is cancelled (now, if it already is). It must not block."""
+        with self._lock:
+            if not self._set:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._set:
+                return
+            self._set = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 T = TypeVar("T")
 
 
-def call_within(fn: Callable[[], T], timeout: float, name: str = "bookocr-remote-call") -> T:
-    """``fn()``, or :class:`DeadlineExceeded` once ``timeout`` seconds have passed. A
-    thread cannot be stopped, so ``fn`` runs in a daemon thread that is abandoned then."""
+def call_within(
+    fn: Callable[[], T], timeout: float, name: str = "bookocr-remote-call", cancel: Cancel | None = None
+) -> T:
+    """``fn()``, or :class:`DeadlineExceeded` once ``timeout`` seconds have passed, or :class:`CallCancelled`
+    as soon as ``cancel`` is set. A thread cannot be stopped, so ``fn`` runs in a daemon thread that is
+    abandoned then."""
     outcome: list[Any] = []
     done = threading.Event()
+    if cancel is not None:
+        cancel.on_cancel(done.set)
 
     def run() -> None:
         try:
@@ -89,6 +129,8 @@ def call_within(fn: Callable[[], T], timeout: float, name: str = "bookocr-remote
     threading.Thread(target=run, name=name, daemon=True).start()
     if not done.wait(timeout):
         raise DeadlineExceeded(timeout)
+    if cancel is not None and cancel.is_set():  # whatever the call did as it was given up
+        raise CallCancelled()
     ok, value = outcome[0]
     if not ok:
         raise value
@@ -231,9 +273,11 @@ class ModalRemote:
         self._obj = cls()
         return self
 
-    def ocr(self, images: Sequence[bytes], options: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    def ocr(
+        self, images: Sequence[bytes], options: dict[str, Any], timeout: float, cancel: Cancel | None = None
+    ) -> list[dict[str, Any]]:
         # Its container serves dozens of other pages at once: cancel the call, keep the container.
-        return self._call("ocr", timeout, list(images), options, terminate=False)
+        return self._call("ocr", timeout, list(images), options, terminate=False, cancel=cancel)
 
     def info(self, timeout: float) -> dict[str, Any]:
         # No answer to this cheap call means a container that cannot start: stop it too.
@@ -247,7 +291,7 @@ class ModalRemote:
         for call, terminate in pending:
             _cancel(call, terminate)
 
-    def _call(self, method: str, timeout: float, *args: Any, terminate: bool) -> Any:
+    def _call(self, method: str, timeout: float, *args: Any, terminate: bool, cancel: Cancel | None = None) -> Any:
         import modal.exception
 
         if self._obj is None:
@@ -262,6 +306,8 @@ class ModalRemote:
         call = function.spawn(*args)
         with self._lock:
             self._pending[id(call)] = (call, terminate)
+        if cancel is not None:  # from the engine's thread: cancel in the background, never block it
+            cancel.on_cancel(lambda: _cancel_in_background(call, terminate))
         try:
             return call.get(timeout=timeout)
         except (TimeoutError, modal.exception.TimeoutError) as exc:
@@ -274,6 +320,10 @@ class ModalRemote:
         finally:
             with self._lock:
                 self._pending.pop(id(call), None)
+
+
+def _cancel_in_background(call: Any, terminate: bool) -> None:
+    threading.Thread(target=_cancel, args=(call, terminate), name="bookocr-modal-cancel", daemon=True).start()
 
 
 def _cancel(call: Any, terminate: bool) -> None:
@@ -290,6 +340,8 @@ __all__ = [
     "RemoteOcr",
     "ModalRemote",
     "DeadlineExceeded",
+    "Cancel",
+    "CallCancelled",
     "call_within",
     "startup_failure",
     "encode_page",

@@ -161,6 +161,16 @@ class OcrEngine(ABC):
         """Check the engine can run (account, network, deployment, models) and raise
         :class:`~ocr_backend.errors.EngineError` if not. Called before anything is written."""
 
+    def books_at_once(self) -> int:
+        """How many books of a library job may stream pages into this one engine at once (each book through
+        its own :meth:`recognize_many`, from its own thread); 1: one book after another."""
+        return 1
+
+    def wants_another_book(self, running: int) -> bool:
+        """With ``running`` books streaming into it, whether this engine has room for the next book's pages
+        (up to :meth:`books_at_once`)."""
+        return running == 0
+
     def needs_image(self, page: PageInput) -> bool:
         """Whether the page must be rendered before :meth:`recognize` sees it.
 

@@ -1,9 +1,13 @@
 """Engine ``deepseek``: DeepSeek-OCR on the deployed Modal GPU class (``bookocr deploy``).
 
 Pages stream into the containers' continuous batches: each page is its own call,
-and the client keeps as many in flight as the deployed class takes (containers x
-``max_inputs``, asked of the class at start), so a long page holds only its own place
-in vLLM's batch and the batch refills as sequences finish. Rendering (the runner's
+and the client keeps each container's running batch full and a few more in flight
+(containers x (``max_num_seqs`` + 4), what the class says it is at start), so a long page
+holds only its own place in vLLM's batch, the batch refills as sequences finish, and the
+pages not yet sent wait here, free to go to whichever container frees a place. Once a
+book (or a library job: its books share the calls in flight) has sent every page, a page
+long in flight is sent again to a near-idle container and the call that loses is
+cancelled (``FunctionCall.cancel``), so no GPU idles while another finishes the tail. Rendering (the runner's
 worker), JPEG encoding (a feeder thread here) and GPU work overlap. Every page is
 validated like olmOCR does: a page that stopped for any reason but "stop", looped, or
 came back empty is retried as a call of its own that joins the stream ahead of new
@@ -27,6 +31,7 @@ All are settable: ``BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S``, ``BOOKOCR_DEEPSEEK_PAG
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -43,6 +48,8 @@ from ocr_backend.deepseek import clean as cleaning
 from ocr_backend.deepseek import pricing
 from ocr_backend.deepseek.client import (
     JPEG_QUALITY,
+    CallCancelled,
+    Cancel,
     DeadlineExceeded,
     ModalRemote,
     RemoteOcr,
@@ -65,7 +72,7 @@ from ocr_backend.deepseek.constants import (
     VLLM_VERSION,
 )
 from ocr_backend.deepseek.constants import app_name as default_app_name
-from ocr_backend.deepseek.runner import FIRST_ATTEMPT, RETRY_ATTEMPT, DecodeSettings
+from ocr_backend.deepseek.runner import FIRST_ATTEMPT, MAX_NUM_SEQS, RETRY_ATTEMPT, DecodeSettings
 from ocr_backend.engines.base import EngineOption, Estimate, OcrEngine, PageInput, PageResult
 from ocr_backend.errors import EngineError
 
@@ -87,6 +94,16 @@ PAGE_TIMEOUT_S = 20.0
 # A streamed page shares its container's batch with up to 63 others, one token a step (8,192
 # tokens at ~28 ms a step with 64 running is ~230 s): its call gets the budget of 16 pages.
 STREAM_DEADLINE_PAGES = 16
+# Calls in flight per container beyond its running batch (max_num_seqs): enough to refill a finished
+# sequence's place within a round trip; the rest of the book waits here, not in one container's queue.
+QUEUE_PER_CONTAINER = 4
+# Once no page is left to send, a page still in flight for HEDGE_AFTER_S is sent again, to run beside
+# its first copy on a container with room; whichever answers first wins and the other call is cancelled.
+HEDGE_AFTER_S = 30.0
+HEDGE_DEPTH = 8  # hedges go out while fewer than this many calls per container are in flight: to near-idle GPUs
+# Books of a library job whose pages may stream at once (earlier books first): the next starts when the running
+# ones have sent all their pages, so a book's tail overlaps the next book's start.
+BOOKS_AT_ONCE = 8
 STALL_TIMEOUT_S = 20 * 60.0  # no page finished for this long: stop, resumable
 STARTUP_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S"
 PAGE_TIMEOUT_ENV = "BOOKOCR_DEEPSEEK_PAGE_TIMEOUT_S"
@@ -117,6 +134,8 @@ class _Task:
     job: _Job
     state: _PageState = field(default_factory=_PageState)
     attempt: int = 0
+    hedged: bool = False  # a second call for this attempt was sent
+    done: bool = False  # answered, or gone to the fallback
 
 
 def plan_batch_size(
@@ -242,6 +261,221 @@ def _in_thread(wake: threading.Event, fn: Callable[..., Any], *args: Any) -> Fut
     return future
 
 
+_Outcome = tuple[list[dict[str, Any]] | None, str]  # (one output per image, or None and why the call failed)
+
+
+class _Member:
+    """One stream's place in a :class:`_Pool`."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
+        self.wants = False  # it has a page or a retry ready to send
+        self.drained = False  # every page it will get has been sent (a retry may still come)
+
+
+class _Pool:
+    """The calls in flight over every stream of one engine, so the books of a library job share the
+    containers: a stream that started earlier (an earlier book) sends first, and a hedge goes out only
+    while no stream has a page waiting. Thread-safe; a freed slot wakes every stream."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: list[_Member] = []
+        self.used = 0
+        self.answered_at = time.monotonic()  # when any stream last got a page back
+
+    def join(self, wake: threading.Event) -> _Member:
+        member = _Member(wake)
+        with self._lock:
+            self._members.append(member)
+        return member
+
+    def leave(self, member: _Member) -> None:
+        with self._lock:
+            self._members.remove(member)
+        self._wake_all()
+
+    def take(self, member: _Member, capacity: int, hedge: bool = False) -> bool:
+        """A slot for ``member``'s next call (``hedge``: a second copy of a page in flight), or False."""
+        with self._lock:
+            if self.used >= capacity:
+                return False
+            ahead = self._members if hedge else self._members[: self._members.index(member)]
+            if any(other.wants for other in ahead):
+                return False
+            self.used += 1
+            return True
+
+    def drained(self, streams: int) -> bool:
+        """Whether ``streams`` streams have joined and every one has sent all its pages."""
+        with self._lock:
+            return len(self._members) >= streams and all(m.drained and not m.wants for m in self._members)
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.used -= 1
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            members = list(self._members)
+        for member in members:
+            member.wake.set()
+
+
+@dataclass
+class _Call:
+    """One call in flight for a page's attempt; a hedged page has two."""
+
+    task: _Task
+    attempt: int
+    cancel: Cancel
+    sent: float  # time.monotonic()
+
+
+class _Stream:
+    """One ``recognize_many`` of the streaming client: every page its own call, a retry ahead of new pages,
+    the calls drawn from the engine's pool of slots. Once nothing is left to send, pages long in flight are
+    sent again (hedged) when the remote can cancel a call; the first answer wins, the other is cancelled."""
+
+    def __init__(self, engine: DeepseekEngine, remote: RemoteOcr, pages: Iterable[PageInput]) -> None:
+        self.engine = engine
+        self.remote = remote
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.feeder = _Feeder(pages, engine._encode, self.wake, max_buffered=max(engine.batch_size, engine.slots // 4))
+        self.retries: deque[_Task] = deque()
+        self.calls: dict[Future[_Outcome], _Call] = {}
+        self.fallbacks: set[Future[list[PageResult]]] = set()
+        self.finished: set[int] = set()
+        self.hedging = engine.hedge and _takes_cancel(remote)
+
+    def run(self) -> Iterator[PageResult]:
+        pool = self.engine._pool
+        member = pool.join(self.wake)
+        last_progress = time.monotonic()
+        self.feeder.start()
+        try:
+            while True:
+                self.wake.clear()
+                for result in self._collect():
+                    if result.number in self.finished:  # a page is answered once, whatever came back late
+                        logger.warning("page %d came back twice; kept the first answer", result.number)
+                        continue
+                    self.finished.add(result.number)
+                    last_progress = pool.answered_at = time.monotonic()
+                    yield result
+                if self.feeder.error is not None:
+                    raise self.feeder.error
+                self._send_more(member)
+                if self.feeder.exhausted and not (self.calls or self.fallbacks or self._has_work()):
+                    yield from self.feeder.take_unusable()
+                    return
+                if self.engine._closed.is_set():  # closed from another thread: stop; pages not done stay pending
+                    return
+                # a stream waiting for slots that other books' pages hold is not stalled: the class answers them
+                if time.monotonic() - max(last_progress, pool.answered_at) > self.engine.stall_timeout_s:
+                    raise EngineError(
+                        f"no page came back from the GPU class for {self.engine.stall_timeout_s / 60:g} min, so the "
+                        f"run stopped; its log: `modal app logs {self.engine.app_name}`. Run the same command again "
+                        "to resume"
+                    )
+                self.wake.wait(0.5)
+        finally:
+            self.stop.set()  # calls not yet sent never are; those in flight are given up
+            self.feeder.stop()
+            for call in self.calls.values():
+                call.cancel.cancel()
+            member.wants = False
+            pool.leave(member)
+
+    def _has_work(self) -> bool:
+        return bool(self.retries or self.feeder.buffered)
+
+    def _collect(self) -> list[PageResult]:
+        results = self.feeder.take_unusable()
+        for future in [f for f in self.calls if f.done()]:
+            call = self.calls.pop(future)
+            outputs, error = future.result()  # raises for the user: fatal, or the class did not start
+            result = self._settle(call, outputs, error)
+            if result is not None:
+                results.append(result)
+        for future in [f for f in self.fallbacks if f.done()]:
+            self.fallbacks.discard(future)
+            results.extend(future.result())
+        return results
+
+    def _settle(self, call: _Call, outputs: list[dict[str, Any]] | None, error: str) -> PageResult | None:
+        """The page's result, or None: the call lost to its other copy, another copy still runs, or the page
+        goes again (retry) or to the CPU fallback."""
+        task = call.task
+        if task.done or call.attempt != task.attempt:
+            return None  # the loser of a hedge, or an attempt already judged
+        twins = [other for other in self.calls.values() if other.task is task]
+        if outputs is None:
+            if twins:
+                return None  # its other copy may still answer
+            task.state.reasons.append(f"the GPU call failed: {error}")
+            self._fall_back(task)
+            return None
+        for twin in twins:
+            twin.cancel.cancel()
+        result = self.engine._judge(task.job, outputs[0], task.state, task.attempt + 1)
+        if result is not None:
+            task.done = True
+            return result
+        if task.attempt + 1 < len(self.engine.attempts):
+            task.attempt += 1
+            task.hedged = False
+            self.retries.append(task)
+        else:
+            self._fall_back(task)
+        return None
+
+    def _fall_back(self, task: _Task) -> None:
+        task.done = True
+        self.fallbacks.add(_in_thread(self.wake, self.engine._fall_back_all, [(task.job, task.state)]))
+
+    def _send_more(self, member: _Member) -> None:
+        pool, capacity = self.engine._pool, self.engine.slots
+        member.wants = self._has_work()
+        while self._has_work() and pool.take(member, capacity):
+            jobs = [] if self.retries else self.feeder.take(1)
+            self._send(self.retries.popleft() if self.retries else _Task(jobs[0]))
+        member.wants = self._has_work()
+        member.drained = self.feeder.exhausted and not member.wants
+        if self.hedging and member.drained:
+            self._hedge(member)
+
+    def _hedge(self, member: _Member) -> None:
+        """Send again the pages longest in flight, while the containers have room and no stream waits."""
+        engine, now = self.engine, time.monotonic()
+        capacity = engine.containers * engine.hedge_depth
+        for call in sorted(self.calls.values(), key=lambda c: c.sent):
+            if now - call.sent < engine.hedge_after_s:
+                break
+            if call.task.hedged or call.task.done:
+                continue
+            if not engine._pool.take(member, capacity, hedge=True):
+                break
+            call.task.hedged = True
+            self._send(call.task)
+
+    def _send(self, task: _Task) -> None:
+        cancel = Cancel()
+        future = _in_thread(self.wake, self.engine._send, self.remote, task, self.stop, cancel)
+        future.add_done_callback(lambda _: self.engine._pool.give_back())
+        self.calls[future] = _Call(task, task.attempt, cancel, time.monotonic())
+
+
+def _takes_cancel(remote: RemoteOcr) -> bool:
+    """Whether the remote's ``ocr`` can stop a call on the server (hedging without that only adds load)."""
+    try:
+        return "cancel" in inspect.signature(remote.ocr).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 GPU_PRICE_OPTION = EngineOption(
     "gpu_price", float, "the GPU's price in dollars per hour, for the estimate and the cost records", minimum=0
 )
@@ -296,6 +530,11 @@ class DeepseekEngine(OcrEngine):
         stall_timeout_s: float | None = None,
         client: str = "stream",
         inputs_per_container: int = MAX_INPUTS,
+        max_num_seqs: int = MAX_NUM_SEQS,
+        queue_per_container: int = QUEUE_PER_CONTAINER,
+        hedge: bool = True,
+        hedge_after_s: float | None = None,
+        hedge_depth: int = HEDGE_DEPTH,
         **_: Any,
     ) -> None:
         self._remote = remote
@@ -332,13 +571,22 @@ class DeepseekEngine(OcrEngine):
             raise EngineError(f"client must be one of {', '.join(CLIENTS)}, not {client!r}")
         self.client = client
         self.inputs_per_container = max(1, inputs_per_container)
-        self._stop = threading.Event()  # set when the run ends early: no call is sent after it
+        self._closed = threading.Event()  # set by close(): no call is sent after it, and streams stop
+        self._pool = _Pool()  # the calls in flight, shared by every stream (the books of a library job)
+        self.max_num_seqs = max(1, max_num_seqs)
+        self.queue_per_container = max(0, queue_per_container)
+        self.hedge = hedge
+        self.hedge_after_s = HEDGE_AFTER_S if hedge_after_s is None else hedge_after_s
+        self.hedge_depth = max(1, hedge_depth)
         self.served: dict[str, Any] = {}  # what the class said it serves (info)
 
     @property
     def slots(self) -> int:
-        """Calls kept in flight by the streaming client: every input the containers take."""
-        return self.containers * self.inputs_per_container
+        """Calls kept in flight by the streaming client: each container's running batch and a few more, so a
+        finished sequence is replaced at once while the rest wait here, free to go to whichever container
+        frees a place first (not queued inside one container's vLLM); never more than the class takes."""
+        per_container = min(self.inputs_per_container, self.max_num_seqs + self.queue_per_container)
+        return self.containers * per_container
 
     def version(self) -> str:
         return f"{self.model}+vllm-{VLLM_VERSION}"
@@ -388,6 +636,8 @@ class DeepseekEngine(OcrEngine):
                 self.max_in_flight = 2 * self.containers
         if isinstance(info.get("max_inputs"), int) and info["max_inputs"] > 0:
             self.inputs_per_container = info["max_inputs"]
+        if isinstance(info.get("max_num_seqs"), int) and info["max_num_seqs"] > 0:
+            self.max_num_seqs = info["max_num_seqs"]
 
     def call_deadline(self, pages: int) -> float:
         return self.startup_timeout_s + self.page_timeout_s * pages
@@ -408,94 +658,27 @@ class DeepseekEngine(OcrEngine):
         [result] = list(self.recognize_many([page]))
         return result
 
+    def books_at_once(self) -> int:
+        """The streaming client takes pages of several books at once: they share the calls in flight."""
+        return BOOKS_AT_ONCE if self.client == "stream" else 1
+
+    def wants_another_book(self, running: int) -> bool:
+        """Room for the next book: every running book has sent all its pages (what is in flight is their tail),
+        so the next book's pages fill the places their last pages free."""
+        return running == 0 or self.client == "stream" and self._pool.drained(running)
+
     def recognize_many(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
-        self._stop.clear()
         if self.client == "batch":
             return self._recognize_batches(pages)
-        return self._recognize_stream(pages)
+        return _Stream(self, self.connect(), pages).run()
 
-    def _recognize_stream(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
-        """Every page its own call, ``slots`` calls in flight; a retry goes ahead of new pages."""
-        remote = self.connect()
-        wake = threading.Event()
-        feeder = _Feeder(pages, self._encode, wake, max_buffered=max(self.batch_size, self.slots // 4))
-        retries: deque[_Task] = deque()
-        calls: dict[Future[tuple[list[dict[str, Any]] | None, str]], _Task] = {}
-        fallbacks: set[Future[list[PageResult]]] = set()
-        finished: set[int] = set()
-        last_progress = time.monotonic()
-        feeder.start()
-        try:
-            while True:
-                wake.clear()
-                results = feeder.take_unusable()
-                for future in [f for f in calls if f.done()]:
-                    task = calls.pop(future)
-                    outputs, error = future.result()  # raises for the user: fatal, or the class did not start
-                    result, failed = self._settle(task, outputs, error)
-                    if result is not None:
-                        results.append(result)
-                    elif failed is not None:
-                        fallbacks.add(_in_thread(wake, self._fall_back_all, [(failed.job, failed.state)]))
-                    else:
-                        retries.append(task)
-                for future in [f for f in fallbacks if f.done()]:
-                    fallbacks.discard(future)
-                    results.extend(future.result())
-                for result in results:
-                    if result.number in finished:  # a page is answered once, whatever came back late
-                        logger.warning("page %d came back twice; kept the first answer", result.number)
-                        continue
-                    finished.add(result.number)
-                    last_progress = time.monotonic()
-                    yield result
-                if feeder.error is not None:
-                    raise feeder.error
-                while len(calls) < self.slots:
-                    task = retries.popleft() if retries else self._new_task(feeder)
-                    if task is None:
-                        break
-                    calls[_in_thread(wake, self._send, remote, task)] = task
-                if feeder.exhausted and not (calls or fallbacks or retries or feeder.buffered):
-                    yield from feeder.take_unusable()
-                    return
-                if time.monotonic() - last_progress > self.stall_timeout_s:
-                    raise EngineError(
-                        f"no page came back from the GPU class for {self.stall_timeout_s / 60:g} min, so the run "
-                        f"stopped; its log: `modal app logs {self.app_name}`. Run the same command again to resume"
-                    )
-                wake.wait(0.5)
-        finally:
-            self._stop.set()  # calls not yet sent never are; close() cancels those waiting
-            feeder.stop()
-
-    @staticmethod
-    def _new_task(feeder: _Feeder) -> _Task | None:
-        jobs = feeder.take(1)
-        return _Task(jobs[0]) if jobs else None
-
-    def _send(self, remote: RemoteOcr, task: _Task) -> tuple[list[dict[str, Any]] | None, str]:
-        return self._call(remote, [task.job.data], self.attempts[task.attempt], STREAM_DEADLINE_PAGES)
-
-    def _settle(
-        self, task: _Task, outputs: list[dict[str, Any]] | None, error: str
-    ) -> tuple[PageResult | None, _Task | None]:
-        """(the page's result, None), (None, the task to fall back) or (None, None): retry ``task``."""
-        if outputs is None:
-            task.state.reasons.append(f"the GPU call failed: {error}")
-            return None, task
-        result = self._judge(task.job, outputs[0], task.state, task.attempt + 1)
-        if result is not None:
-            return result, None
-        if task.attempt + 1 < len(self.attempts):
-            task.attempt += 1
-            return None, None
-        return None, task
+    def _send(self, remote: RemoteOcr, task: _Task, stop: threading.Event, cancel: Cancel) -> _Outcome:
+        return self._call(remote, [task.job.data], self.attempts[task.attempt], stop, STREAM_DEADLINE_PAGES, cancel)
 
     def _recognize_batches(self, pages: Iterable[PageInput]) -> Iterator[PageResult]:
         """The batch client: 32-page calls, several in flight, a failed page retried in a call of its own."""
         remote = self.connect()
-        wake = threading.Event()
+        wake, stop = threading.Event(), threading.Event()
         feeder = _Feeder(pages, self._encode, wake, max_buffered=BUFFER_BATCHES * self.batch_size)
         batches: set[Future[_BatchOutcome]] = set()  # at most max_in_flight GPU calls
         fallbacks: set[Future[list[PageResult]]] = set()  # CPU work apart, so it never holds a GPU slot
@@ -525,18 +708,20 @@ class DeepseekEngine(OcrEngine):
                     self.max_in_flight,
                 )
                 if size:
-                    batches.add(_in_thread(wake, self._process_batch, remote, feeder.take(size)))
+                    batches.add(_in_thread(wake, self._process_batch, remote, feeder.take(size), stop))
                     continue
                 if feeder.exhausted and not (batches or fallbacks or feeder.buffered):
                     yield from feeder.take_unusable()
                     return
                 wake.wait(0.5)
         finally:
-            self._stop.set()
+            stop.set()
             feeder.stop()
 
     def close(self) -> None:
-        self._stop.set()  # a call waiting to be sent again (transient error) is not
+        if self._closed.is_set():  # once: a library job closes it early on Ctrl-C, then again on the way out
+            return
+        self._closed.set()  # a call waiting to be sent again (transient error) is not; streams stop
         close_remote = getattr(self._remote, "close", None)  # ModalRemote: cancels calls still waiting
         if close_remote is not None:
             close_remote()
@@ -558,12 +743,12 @@ class DeepseekEngine(OcrEngine):
         page.image = None
         return _Job(page.number, data)
 
-    def _process_batch(self, remote: RemoteOcr, jobs: list[_Job]) -> _BatchOutcome:
+    def _process_batch(self, remote: RemoteOcr, jobs: list[_Job], stop: threading.Event) -> _BatchOutcome:
         states = {job.number: _PageState() for job in jobs}
         outcome = _BatchOutcome()
         todo = jobs
         for attempt, settings in enumerate(self.attempts, start=1):
-            outputs, error = self._call(remote, [job.data for job in todo], settings)
+            outputs, error = self._call(remote, [job.data for job in todo], settings, stop)
             if outputs is None:
                 for job in todo:
                     states[job.number].reasons.append(f"the GPU call failed: {error}")
@@ -595,20 +780,33 @@ class DeepseekEngine(OcrEngine):
         return None
 
     def _call(
-        self, remote: RemoteOcr, images: list[bytes], settings: DecodeSettings, deadline_pages: int = 0
-    ) -> tuple[list[dict[str, Any]] | None, str]:
+        self,
+        remote: RemoteOcr,
+        images: list[bytes],
+        settings: DecodeSettings,
+        stop: threading.Event,
+        deadline_pages: int = 0,
+        cancel: Cancel | None = None,
+    ) -> _Outcome:
         """The remote call with backoff on transient errors (a preempted container, a lost
         connection: the pages are sent again); fatal ones, and a class that could not start,
         raise for the user. A call past its deadline fails its pages; none is sent once the
-        run has stopped."""
+        run has stopped. ``cancel`` (for a remote that takes it) gives the call up."""
         timeout = self.call_deadline(max(len(images), deadline_pages))
+        extra = {"cancel": cancel} if cancel is not None and _takes_cancel(remote) else {}
         for retry in range(self.transient_retries + 1):
-            if self._stop.is_set():
+            if stop.is_set() or self._closed.is_set():
                 return None, "the run was stopped"
+            if cancel is not None and cancel.is_set():
+                return None, "cancelled"
             try:
-                outputs = call_within(lambda: remote.ocr(images, settings.as_dict(), timeout=timeout), timeout)
+                outputs = call_within(
+                    lambda: remote.ocr(images, settings.as_dict(), timeout=timeout, **extra), timeout, cancel=cancel
+                )
             except DeadlineExceeded as exc:
                 return None, str(exc)
+            except CallCancelled:
+                return None, "cancelled"
             except Exception as exc:
                 kind = error_kind(exc)
                 if kind == "fatal":

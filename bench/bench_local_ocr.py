@@ -1,6 +1,10 @@
 """The ``local`` engine against Tesseract 5, side by side in one run: accuracy, reading order, speed.
 
-Usage: .venv/bin/python bench/bench_local_ocr.py [--data ../shared/testdata] [--rounds 3] [--long-side 1600] [--book-pages 60] [--book-rounds 2]
+Usage: .venv/bin/python bench/bench_local_ocr.py [--data ../shared/testdata] [--rounds 3] [--long-side 1600] [--book-pages 60]
+           [--book-rounds 2] [--book-only] [--isa avx2|avx512]
+
+``--isa avx2`` runs OpenVINO as on an AVX2-only CPU (f32), here and in the ``bookocr`` processes it
+starts (see ``cpu_report.py``), and Tesseract through its ``dotproduct`` setting.
 
 1. Accuracy: ``bookocr ocr --engine local`` on ``whitehead_scan10.pdf`` (10 image-only pages) and
    Tesseract on the very same page images, each page's character error rate against the source
@@ -42,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import pymupdf
-from cpu_report import describe
+from cpu_report import ISA_CAPS, cap_isa, describe, isa_cap
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
@@ -223,12 +227,17 @@ def tesseract_version() -> str | None:
     return (out.stdout or out.stderr).splitlines()[0].strip()
 
 
+def tesseract_isa() -> list[str]:
+    """Under ``--isa avx2`` Tesseract is held to AVX2 as well (its own setting; it also has AVX-512 kernels)."""
+    return ["-c", "dotproduct=avx2"] if isa_cap() == ISA_CAPS["avx2"] else []
+
+
 def run_tesseract(images: list[tuple[Path, float]], processes: int, threads: int) -> tuple[list[str], float]:
     env = {**os.environ, "OMP_THREAD_LIMIT": str(threads)}
 
     def one(item: tuple[Path, float]) -> str:
         path, dpi = item
-        cmd = ["tesseract", str(path), "stdout", "-l", "eng", "--psm", "3", "--dpi", str(round(dpi))]
+        cmd = ["tesseract", str(path), "stdout", "-l", "eng", "--psm", "3", "--dpi", str(round(dpi)), *tesseract_isa()]
         return subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
 
     start = time.perf_counter()
@@ -300,8 +309,20 @@ def main() -> int:
         "--book-pages", type=int, default=60, help="pages of the longer scanned book (0: skip that part)"
     )
     parser.add_argument("--book-rounds", type=int, default=2, help="interleaved rounds on the longer book")
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISA_CAPS),
+        help="run OpenVINO as on a CPU with at most this ISA (f32); see cpu_report.py",
+    )
+    parser.add_argument("--book-only", action="store_true", help="only part 4, the longer book")
     args = parser.parse_args()
+    cap_isa(args.isa)
     print(describe())
+    if args.book_only:
+        book_section(
+            args.data / BOOK, args.book_pages, args.book_rounds, args.long_side, tesseract_version() is not None
+        )
+        return 0
     scan, gt_path = args.data / SCAN, args.data / SCAN_GT
     if not scan.is_file() or not gt_path.is_file():
         print(f"skip: {scan} not found (pass --data)")

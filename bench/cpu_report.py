@@ -1,10 +1,19 @@
 """One line about the machine, printed by every benchmark next to its figures: a speed measured on one
-CPU can be a slow-down on another (OpenVINO runs bf16 where the CPU has AMX, f32 elsewhere)."""
+CPU can be a slow-down on another (OpenVINO runs bf16 where the CPU has AMX or AVX-512 BF16, f32 elsewhere).
+
+A newer CPU can stand in for an older one: :func:`cap_isa` (the benches' ``--isa avx2``) sets
+``OV_CPU_MAX_ISA`` and ``ONEDNN_MAX_CPU_ISA`` together before OpenVINO loads, for this process and the
+``bookocr`` processes it starts. OpenVINO's own kernels honour the first (release wheels since 2026.4),
+oneDNN's the second; with only one of them set the CPU plugin mixes AVX-512 and AVX2 kernels and the
+recogniser crashes (seen). Capped to AVX2, the plugin reports f32 as its inference precision and only FP32
+and INT8 among its capabilities, as on an AVX2-only CPU, and every primitive it runs is an ``avx2`` one.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -25,6 +34,25 @@ def isa_flags() -> list[str]:
     return []
 
 
+ISA_CAPS = {"avx2": "AVX2", "avx512": "AVX512_CORE"}  # --isa values -> the variables' value
+CAP_VARIABLES = ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA")
+
+
+def cap_isa(isa: str | None) -> None:
+    """Make OpenVINO (here and in child processes) use at most ``isa``: "avx2" (f32, as an AVX2-only CPU),
+    "avx512" (f32 AVX-512, no BF16/VNNI/AMX) or None (what the CPU has). Call before OpenVINO is imported."""
+    if isa is None:
+        return
+    if "openvino" in sys.modules:
+        raise RuntimeError("cap_isa must run before openvino is imported")
+    for name in CAP_VARIABLES:
+        os.environ[name] = ISA_CAPS[isa]
+
+
+def isa_cap() -> str | None:
+    return os.environ.get(CAP_VARIABLES[0]) or os.environ.get(CAP_VARIABLES[1])
+
+
 def openvino_precision() -> str:
     try:
         import openvino as ov
@@ -36,6 +64,8 @@ def openvino_precision() -> str:
 
 def describe() -> str:
     flags = ", ".join(isa_flags()) or "none of " + "/".join(ISA_FLAGS)
+    if isa_cap():
+        flags += f"; OpenVINO capped to {isa_cap()} by {'/'.join(CAP_VARIABLES)}"
     return (
         f"cpu: {cpu_model()} ({os.cpu_count()} cores; ISA: {flags}; OpenVINO CPU precision: {openvino_precision()}); "
         f"Python {platform.python_version()}"

@@ -62,15 +62,17 @@ def model_path(name: str) -> Path:
 MODEL_SETUP = threading.RLock()
 
 
-def openvino_infer(model: Any, threads: int) -> Infer:
-    """Compile an OpenVINO model (or a path to one) for the CPU; a function that runs it."""
+def openvino_infer(model: Any, threads: int, precision: str | None = None) -> Infer:
+    """Compile an OpenVINO model (or a path to one) for the CPU; a function that runs it. ``precision``
+    ("f32") overrides the CPU's own choice (bf16 where it has AVX-512 BF16 or AMX)."""
     import openvino as ov
 
+    # Unpinned: pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s).
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
     with MODEL_SETUP:
-        # Unpinned: pinned, every worker's single thread lands on the same core (measured: 0.9 vs 1.6 pages/s).
-        compiled = ov.Core().compile_model(
-            model, "CPU", {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False}
-        )
+        compiled = ov.Core().compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
 
     def run(tensor: np.ndarray) -> np.ndarray:
@@ -309,24 +311,38 @@ def with_compact_head(model: Any, keep: list[int]) -> Any:
 # --- building them ---------------------------------------------------------------------------------------
 
 
-def openvino_models(threads: int, long_side: int) -> tuple[LineFinder, LineRecognizer]:
-    """Detector (compiled per page size) and recogniser (with the compact head) on OpenVINO."""
+def compact_recognizer() -> tuple[Any, list[str]]:
+    """The recogniser as an OpenVINO model with the compact head, and its output classes."""
+    import openvino as ov
+
+    with MODEL_SETUP:
+        model = ov.Core().read_model(str(model_path(RECOGNIZER_FILE)))
+        classes = model_classes(model.get_rt_info(["framework", "character"]).astype(str).splitlines())
+        keep = compact_classes(classes)
+        return with_compact_head(model, keep), [classes[i] for i in keep]
+
+
+def openvino_models(
+    threads: int, long_side: int, precision: str | None = None, int8_recognizer: Path | None = None
+) -> tuple[LineFinder, LineRecognizer]:
+    """Detector (compiled per page size) and recogniser (with the compact head) on OpenVINO; the recogniser
+    from ``int8_recognizer`` (see :mod:`ocr_backend.quantize`) when given."""
     import openvino as ov
 
     with MODEL_SETUP:
         core = ov.Core()
         detector = core.read_model(str(model_path(DETECTOR_FILE)))
-        model = core.read_model(str(model_path(RECOGNIZER_FILE)))
-        classes = model_classes(model.get_rt_info(["framework", "character"]).astype(str).splitlines())
-        keep = compact_classes(classes)
-        reader = LineRecognizer(openvino_infer(with_compact_head(model, keep), threads), [classes[i] for i in keep])
+        model, classes = compact_recognizer()
+        if int8_recognizer is not None:
+            model = core.read_model(str(int8_recognizer))
+        reader = LineRecognizer(openvino_infer(model, threads, precision), classes)
 
     def detector_for(size: tuple[int, int] | None) -> Infer:
         with MODEL_SETUP:  # called while pages are read, the first time each page size is met
             model = detector.clone()
             if size is not None:
                 model.reshape([1, 3, *size])
-            return openvino_infer(model, threads)
+            return openvino_infer(model, threads, precision)
 
     return LineFinder(detector_for, long_side), reader
 

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,6 +65,7 @@ class LocalEngine(PoolEngine):
         threads: int | None = None,
         backend: str | None = None,
         page_timeout: float | None = None,
+        int8_recognizer: str | None = None,
         **_: Any,
     ) -> None:
         cores = os.cpu_count() or 1
@@ -75,17 +77,33 @@ class LocalEngine(PoolEngine):
         if page_timeout is not None and page_timeout <= 0:
             raise EngineError(f"page_timeout must be a positive number of seconds, not {page_timeout}")
         self.page_timeout = page_timeout
+        self.int8_recognizer = int8_recognizer  # the cached int8 recogniser, found or built by start()
         self._local = threading.local()
 
+    def start(self) -> None:
+        """With ``BOOKOCR_LOCAL_INT8=1``: find (or build, once per machine) the int8 recogniser before the workers
+        load their models."""
+        from ocr_backend import quantize
+
+        if self.backend == "openvino" and self.int8_recognizer is None and quantize.enabled():
+            from ocr_backend import ppocr  # OpenCV: loaded in this process only when int8 is asked for
+
+            path = quantize.ensure_int8_recognizer(ppocr.model_path(ppocr.RECOGNIZER_FILE))
+            self.int8_recognizer = str(path) if path else None
+        super().start()
+
     def worker_spec(self) -> WorkerSpec:
-        return WorkerSpec("ocr_backend.engines.local:loaded_engine", {"threads": self.threads, "backend": self.backend})
+        kwargs = {"threads": self.threads, "backend": self.backend, "int8_recognizer": self.int8_recognizer}
+        return WorkerSpec("ocr_backend.engines.local:loaded_engine", kwargs)
 
     def version(self) -> str:
         try:
             version = metadata.version("rapidocr")
         except metadata.PackageNotFoundError:
             version = "unknown"
-        return f"rapidocr-{version}+" + ("openvino-latin" if self.backend == "openvino" else "onnxruntime")
+        if self.backend == "onnxruntime":
+            return f"rapidocr-{version}+onnxruntime"
+        return f"rapidocr-{version}+openvino-latin" + ("-int8" if self.int8_recognizer else "")
 
     @classmethod
     def languages(cls) -> list[str]:
@@ -99,8 +117,13 @@ class LocalEngine(PoolEngine):
         if models is None:
             from ocr_backend import ppocr
 
-            build = ppocr.openvino_models if self.backend == "openvino" else ppocr.onnxruntime_models
-            models = self._local.models = build(self.workers * self.threads, DET_LONG_SIDE)
+            threads = self.workers * self.threads
+            if self.backend == "openvino":
+                int8 = Path(self.int8_recognizer) if self.int8_recognizer else None
+                models = ppocr.openvino_models(threads, DET_LONG_SIDE, int8_recognizer=int8)
+            else:
+                models = ppocr.onnxruntime_models(threads, DET_LONG_SIDE)
+            self._local.models = models
         return models
 
     def recognize(self, page: PageInput) -> PageResult:
@@ -145,8 +168,8 @@ class LocalEngine(PoolEngine):
         self._local = threading.local()
 
 
-def loaded_engine(threads: int, backend: str) -> LocalEngine:
+def loaded_engine(threads: int, backend: str, int8_recognizer: str | None = None) -> LocalEngine:
     """The engine inside one worker process: one reader, its models built before the first page."""
-    engine = LocalEngine(workers=1, threads=threads, backend=backend)
+    engine = LocalEngine(workers=1, threads=threads, backend=backend, int8_recognizer=int8_recognizer)
     engine._models()
     return engine

@@ -131,10 +131,19 @@ class JobManager:
             return job
 
     def _work(self, job: Job) -> None:
-        if not self._take_slot(job):
+        if job.cancel.is_set() or not self._slots.acquire(blocking=False):
+            # Queued: the file is closed while it waits (a library job of 1,000 books queues 999 of them;
+            # macOS gives a process 256 open files) and checked again, and hashed, when its turn comes.
             job.plan.close()
-            self._finish(job, "cancelled")
-            return
+            if not self._take_slot(job):
+                self._finish(job, "cancelled")
+                return
+            try:
+                job.plan = plan_run(self.corpus, job.source.path, job.options)
+            except BookOcrError as exc:  # the file changed or went away while it waited
+                self._slots.release()
+                self._finish(job, "error", str(exc))
+                return
         job.state = "running"
         try:
             # run_plan indexes each page for search as it lands; job.on_page only tracks progress

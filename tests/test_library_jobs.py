@@ -305,3 +305,50 @@ def test_with_books_running_at_once_the_bar_follows_the_first_and_counts_them() 
     assert progress_line(shelf, width=10).startswith("[0/3 books, 2 running] a [##--------] 2/10 |")
     shelf.book_ended("a")
     assert progress_line(shelf, width=10).startswith("[0/3 books] b [#######---] 7/10 |")
+
+
+def test_queued_books_hold_no_open_file_and_run_in_turn(tmp_path: Path) -> None:
+    """An MCP library job queues each book behind the running one: the queued books' PDFs are closed while
+    they wait (1,000 queued books must not need 1,000 open files), then opened and checked again in turn."""
+    import os
+    import threading
+
+    from server.jobs import JobManager
+    from server.runner import run_plan
+
+    corpus = Corpus(tmp_path / "corpus")
+    pdfs = [numbered_text_pdf(tmp_path / f"book{i}.pdf", 3) for i in range(6)]
+    first_may_go = threading.Event()
+
+    def run(corpus: Corpus, plan, **kwargs):  # noqa: ANN001, ANN003 - run_plan's own arguments
+        if plan.book == "book0":
+            first_may_go.wait(30)
+        return run_plan(corpus, plan, **kwargs)
+
+    def open_pdfs() -> set[str]:
+        names = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(tmp_path)) and target.endswith(".pdf"):
+                names.add(Path(target).stem)
+        return names
+
+    jobs = JobManager(corpus, run=run)
+    books = [jobs.start(pdf, RunOptions(engine="text-layer")) for pdf in pdfs]
+    try:
+        deadline = time.monotonic() + 10
+        while open_pdfs() - {"book0"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_pdfs() <= {"book0"}, "only the running book's file is open"
+        assert [jobs.job(b).state for b in books] == ["running"] + ["queued"] * 5
+    finally:
+        first_may_go.set()
+    for book in books:
+        jobs.job(book).thread.join(30)
+    assert [jobs.job(b).state for b in books] == ["complete"] * 6
+    for book in books:
+        assert [corpus.book(book).page(n).status for n in (1, 2, 3)] == ["ok"] * 3
+    assert open_pdfs() == set()

@@ -6,7 +6,7 @@ Measured on an AVX2-only CPU (OpenVINO in f32; emulated with ``bench_local_ocr.p
 - 60-page rasterised Whitehead: 1.38 against 0.75 pages/s (1.84x; Tesseract 2.2 pages/s), but median CER
   0.0084 against 0.0046 (Tesseract 0.0088).
 - ``whitehead_scan10``: prose median CER 0.0038 against 0.0021, math 0.070 against 0.025.
-- AVX-512 BF16 + VNNI, one thread: lines read 1.38x faster than in bf16.
+- AVX-512 BF16 + VNNI (this EPYC uncapped), one thread, 12 pages: lines read 1.2-1.3x faster than in bf16.
 
 So it is off by default: it buys speed with accuracy, math most of all. NNCF's post-training quantisation
 of the same convolutions read better (median CER 0.0018 against 0.0015 on 20 pages) but pulls in ~250 MB

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocr_backend.engines import PageResult, engine_class
+from ocr_backend.engines import OcrEngine, PageResult, engine_class
 from ocr_backend.errors import BookLockedError, BookOcrError
 from ocr_backend.sources import SourceInfo
 from server.corpus import Book, Corpus
@@ -27,6 +27,8 @@ log = logging.getLogger("bookocr.jobs")
 ACTIVE_STATES = ("queued", "running")
 SHUTDOWN_S = 3.0  # how long shutdown waits for jobs to stop after their current page
 SLOT_POLL_S = 0.5  # a queued job checks this often whether it was cancelled
+GROUP_POLL_S = 0.1  # a book of an engine group checks this often whether the engine has room for it
+ENGINE_START_WAIT_S = 1200.0  # a book waits this long for another book of its group to start their engine
 
 RunFn = Callable[..., Progress]  # run_plan's signature
 
@@ -45,6 +47,7 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     thread: threading.Thread | None = None
+    group: EngineGroup | None = None  # the books it shares one engine with (an MCP library job on DeepSeek)
 
     @property
     def source(self) -> SourceInfo:
@@ -65,6 +68,71 @@ class Job:
         self.live_book = book
 
 
+class EngineGroup:
+    """The books of one library job whose engine takes pages of several books at once (DeepSeek's streaming
+    client): one engine, started by the first book to run and shared by all, so their pages share the GPU
+    containers; the next book starts as soon as the engine has room for it
+    (:meth:`~ocr_backend.engines.base.OcrEngine.wants_another_book`), outside the manager's one slot; the
+    engine is closed when the last book of the group has ended and no more will join (:meth:`seal`)."""
+
+    def __init__(self, engine: OcrEngine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._running = 0
+        self._members = 0
+        self._sealed = False
+        self._started = False
+        self._start_error: BookOcrError | None = None
+
+    def join(self) -> None:
+        with self._lock:
+            self._members += 1
+
+    def seal(self) -> None:
+        """Every book has been added: the engine closes with the last one (now, if none joined)."""
+        with self._lock:
+            self._sealed = True
+            done = self._members == 0
+        if done:
+            self.engine.close()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._members -= 1
+            done = self._sealed and self._members == 0
+        if done:
+            self.engine.close()
+
+    def try_take(self) -> bool:
+        with self._lock:
+            if self._running >= self.engine.books_at_once() or not self.engine.wants_another_book(self._running):
+                return False
+            self._running += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def start_engine(self) -> None:
+        """Start the engine once; a start that failed fails each book of the group with the same reason."""
+        if not self._start_lock.acquire(timeout=ENGINE_START_WAIT_S):
+            raise BookOcrError(f"the engine did not start within {ENGINE_START_WAIT_S:.0f} s; call ocr_book again")
+        try:
+            if self._start_error is not None:
+                raise self._start_error
+            if not self._started:
+                try:
+                    self.engine.start()
+                except BookOcrError as exc:
+                    self._start_error = exc
+                    raise
+                self._started = True
+        finally:
+            self._start_lock.release()
+
+
 class JobManager:
     """Runs OCR jobs in background threads, at most ``max_parallel`` at a time (others queue)."""
 
@@ -77,8 +145,15 @@ class JobManager:
         self._stop_by: float | None = None  # set by shutdown: no job starts after it
 
     # --- starting -------------------------------------------------------------------
-    def start(self, path: str | Path, options: RunOptions | None = None, retry_failed: bool = False) -> str:
-        """Check the request and start (or resume) its OCR in the background; returns the book id.
+    def start(
+        self,
+        path: str | Path,
+        options: RunOptions | None = None,
+        retry_failed: bool = False,
+        group: EngineGroup | None = None,
+    ) -> str:
+        """Check the request and start (or resume) its OCR in the background; returns the book id. With
+        ``group``, the book shares the group's engine with the other books of its library job.
 
         Raises :class:`BookOcrError` with a message to act on when the request cannot be run.
         Starts nothing when the book's job is already running, another process holds the
@@ -92,7 +167,7 @@ class JobManager:
             return book_id  # asking again while it runs: no need to re-read (and hash) the file
         plan = plan_run(self.corpus, path, options)
         try:
-            job = self._start(plan, retry_failed)
+            job = self._start(plan, retry_failed, group)
         except BaseException:
             plan.close()
             raise
@@ -108,7 +183,7 @@ class JobManager:
             )
         return book_id
 
-    def _start(self, plan: RunPlan, retry_failed: bool) -> Job | None:
+    def _start(self, plan: RunPlan, retry_failed: bool, group: EngineGroup | None = None) -> Job | None:
         with self._lock:
             if self._stop_by is not None:
                 raise BookOcrError("the server is shutting down; call ocr_book again once it has restarted")
@@ -124,31 +199,45 @@ class JobManager:
                 return None  # its status says it is running elsewhere
             if not pages_to_do(self.corpus, plan, retry_failed):
                 return None
-            job = Job(book=plan.book, plan=plan)
+            job = Job(book=plan.book, plan=plan, group=group)
+            if group is not None:
+                group.join()
             job.thread = threading.Thread(target=self._work, args=(job,), name=f"bookocr-job-{plan.book}", daemon=True)
             self._jobs[plan.book] = job
             job.thread.start()
             return job
 
     def _work(self, job: Job) -> None:
-        if job.cancel.is_set() or not self._slots.acquire(blocking=False):
+        try:
+            self._work_in_turn(job)
+        finally:
+            if job.group is not None:
+                job.group.leave()
+
+    def _work_in_turn(self, job: Job) -> None:
+        take, release = self._slot_for(job)
+        if job.cancel.is_set() or not take():
             # Queued: the file is closed while it waits (a library job of 1,000 books queues 999 of them;
             # macOS gives a process 256 open files) and checked again, and hashed, when its turn comes.
             job.plan.close()
-            if not self._take_slot(job):
+            if not self._take_slot(job, take, release):
                 self._finish(job, "cancelled")
                 return
             try:
                 job.plan = plan_run(self.corpus, job.source.path, job.options)
             except BookOcrError as exc:  # the file changed or went away while it waited
-                self._slots.release()
+                release()
                 self._finish(job, "error", str(exc))
                 return
         job.state = "running"
         try:
             # run_plan indexes each page for search as it lands; job.on_page only tracks progress
+            shared = {}
+            if job.group is not None:
+                job.group.start_engine()
+                shared = {"engine": job.group.engine, "engine_started": True}
             result = self._run(
-                self.corpus, job.plan, progress=job.on_progress, listeners=[job.on_page], cancel=job.cancel
+                self.corpus, job.plan, progress=job.on_progress, listeners=[job.on_page], cancel=job.cancel, **shared
             )
             self._finish(job, result.state)
         except BookLockedError:
@@ -159,15 +248,24 @@ class JobManager:
             log.exception("OCR job for %r crashed", job.book)
             self._finish(job, "error", f"{type(exc).__name__}: {exc}")
         finally:
-            self._slots.release()
+            release()
 
-    def _take_slot(self, job: Job) -> bool:
-        """Wait for a free slot; False if the job is cancelled first (a queued job must not hold up shutdown)."""
+    def _slot_for(self, job: Job) -> tuple[Callable[[], bool], Callable[[], None]]:
+        """How the job takes its turn (without waiting) and gives it back: the manager's slots, or its group's."""
+        if job.group is not None:
+            return job.group.try_take, job.group.release
+        return lambda: self._slots.acquire(blocking=False), self._slots.release
+
+    @staticmethod
+    def _take_slot(job: Job, take: Callable[[], bool], release: Callable[[], None]) -> bool:
+        """Wait for the job's turn; False if the job is cancelled first (a queued job must not hold up shutdown)."""
+        poll = GROUP_POLL_S if job.group is not None else SLOT_POLL_S
         while not job.cancel.is_set():
-            if self._slots.acquire(timeout=SLOT_POLL_S):
+            if take():
                 if not job.cancel.is_set():
                     return True
-                self._slots.release()
+                release()
+            job.cancel.wait(poll)
         return False
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:

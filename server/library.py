@@ -21,7 +21,7 @@ from ocr_backend.engines.base import Estimate
 from ocr_backend.errors import BookLockedError, BookOcrError, DamagedBookError, PageRangeError, UnknownBookError
 from server.contents import Contents, book_contents
 from server.corpus import Book, Corpus, PageRecord, PageView, check_book_id
-from server.jobs import Job, JobManager
+from server.jobs import EngineGroup, Job, JobManager
 from server.runner import (
     SHELF_PROBLEMS,
     PageListener,
@@ -263,7 +263,7 @@ class ShelfStart:
 def _shelf_message(start: ShelfStart, active: int, refused: list[ShelfBook]) -> str:
     first = start.books[0].book if start.books else "BOOK"
     text = (
-        f"{active} book(s) queued or running, one after another in the background; follow them with "
+        f"{active} book(s) queued or running in the background; follow them with "
         f"list_books() or book_status('{first}'). "
         if active
         else "Every book is done. "
@@ -728,23 +728,41 @@ class Library:
         retry_failed: bool = False,
         check: Callable[[Path], Path] | None = None,
     ) -> ShelfStart:
-        """Start a library job in the background: each book its own job, queued one after another; a file
-        that cannot be read (or that ``check`` refuses) is reported in the answer, the others start."""
+        """Start a library job in the background: each book its own job, queued one after another, or, for an
+        engine that takes several books at once (DeepSeek), sharing one engine and running together as
+        :meth:`ocr_many` runs them; a file that cannot be read (or that ``check`` refuses) is reported in the
+        answer, the others start."""
         self.corpus.check_writable()
+        entries = shelf_entries(paths)
+        group = self._engine_group(options) if len(entries) > 1 else None
         books = []
-        for entry in shelf_entries(paths):
-            book = ShelfBook(entry.book, str(entry.path), renamed_from=entry.renamed_from)
-            try:
-                path = check(entry.path) if check else entry.path
-                self.jobs.start(path, dataclasses.replace(options, book=entry.book), retry_failed)
-                status = self.status(entry.book, thorough=False)
-                book.state, book.pages, book.failed = status.state, status.pages, status.failed
-            except BookLockedError as exc:
-                book.state, book.error = "locked", str(exc)
-            except BookOcrError as exc:
-                book.state, book.error = "unreadable", str(exc)
-            books.append(book)
+        try:
+            for entry in entries:
+                book = ShelfBook(entry.book, str(entry.path), renamed_from=entry.renamed_from)
+                try:
+                    path = check(entry.path) if check else entry.path
+                    self.jobs.start(path, dataclasses.replace(options, book=entry.book), retry_failed, group)
+                    status = self.status(entry.book, thorough=False)
+                    book.state, book.pages, book.failed = status.state, status.pages, status.failed
+                except BookLockedError as exc:
+                    book.state, book.error = "locked", str(exc)
+                except BookOcrError as exc:
+                    book.state, book.error = "unreadable", str(exc)
+                books.append(book)
+        finally:
+            if group is not None:
+                group.seal()
         return ShelfStart(books)
+
+    def _engine_group(self, options: RunOptions) -> EngineGroup | None:
+        """One engine for the books of a library job, when it takes several books at once (else None)."""
+        if not _engine_shareable(options):
+            return None
+        engine = create_engine(options.engine, **engine_class(options.engine).check_options(options.engine_options))
+        if engine.books_at_once() > 1:
+            return EngineGroup(engine)
+        engine.close()
+        return None
 
     def shutdown(self) -> bool:
         return self.jobs.shutdown()

@@ -260,3 +260,53 @@ def test_no_hedge_without_a_way_to_cancel() -> None:
     engine = deepseek(remote, containers=2, inputs_per_container=2, hedge_after_s=0.1)
     assert sorted(r.number for r in engine.recognize_many(pages_of(1, 4))) == [1, 2, 3, 4]
     assert sorted(remote.pages) == [1, 2, 3, 4]  # a copy it could not cancel would only add load
+
+
+def test_an_mcp_library_job_runs_its_books_at_once_through_one_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ocr_book(path=<folder>) on DeepSeek: the books' background jobs share one engine, started once, their
+    pages in flight together; each book is done, every page sent once, and the engine closed at the end."""
+    remote = Recorder(slow=(PAGES, BOOKS["beta"] + PAGES - 1))
+    engine = deepseek(remote)
+    starts: list[float] = []
+    original_start = engine.start
+    monkeypatch.setattr(engine, "start", lambda: (starts.append(time.monotonic()), original_start())[1])
+    library = library_with(engine, monkeypatch, tmp_path)
+    answer = library.start_many([shelf(tmp_path / "books")], RunOptions(engine="deepseek"))
+    assert {b.book for b in answer.books} == set(BOOKS)
+    deadline = time.monotonic() + 60
+    while any(library.jobs.job(name).active for name in BOOKS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {name: library.jobs.job(name).state for name in BOOKS} == dict.fromkeys(BOOKS, "complete")
+    assert any(len(group) >= 2 for group in remote.together)  # two books' pages in flight at once
+    assert sorted(remote.pages) == sorted(n for first in BOOKS.values() for n in range(first, first + PAGES))
+    for name in BOOKS:
+        assert stored(tmp_path, name) == ["ok"] * PAGES
+    assert len(starts) == 1  # one engine for the whole job
+    assert engine._closed.is_set()  # closed with the last book
+
+
+def test_an_mcp_library_job_whose_engine_cannot_start_ends_each_book_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ocr_backend.errors import EngineError
+
+    engine = deepseek(Recorder())
+    attempts: list[int] = []
+
+    def refuse() -> None:
+        attempts.append(1)
+        raise EngineError("the GPU class failed to start: out of memory")
+
+    monkeypatch.setattr(engine, "start", refuse)
+    library = library_with(engine, monkeypatch, tmp_path)
+    library.start_many([shelf(tmp_path / "books")], RunOptions(engine="deepseek"))
+    deadline = time.monotonic() + 30
+    while any(library.jobs.job(name).active for name in BOOKS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    jobs = [library.jobs.job(name) for name in BOOKS]
+    assert [job.state for job in jobs] == ["error"] * 3
+    assert all("failed to start: out of memory" in (job.error or "") for job in jobs)
+    assert len(attempts) == 1  # tried once, not once a book
+    assert engine._closed.is_set()

@@ -210,6 +210,9 @@ class JobManager:
     def _work(self, job: Job) -> None:
         try:
             self._work_in_turn(job)
+        except Exception as exc:  # waiting for its turn went wrong: the job ends with the reason, the server goes on
+            log.exception("OCR job for %r crashed", job.book)
+            self._finish(job, "error", f"{type(exc).__name__}: {exc}")
         finally:
             if job.group is not None:
                 job.group.leave()
@@ -225,9 +228,10 @@ class JobManager:
                 return
             try:
                 job.plan = plan_run(self.corpus, job.source.path, job.options)
-            except BookOcrError as exc:  # the file changed or went away while it waited
+            except Exception as exc:  # the file changed or went away while it waited
                 release()
-                self._finish(job, "error", str(exc))
+                reason = str(exc) if isinstance(exc, BookOcrError) else f"{type(exc).__name__}: {exc}"
+                self._finish(job, "error", reason)
                 return
         job.state = "running"
         try:

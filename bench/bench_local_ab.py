@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pymupdf
 from bench_local_ocr import BOOK, BOOK_FIRST_PAGE, bookocr_command
-from cpu_report import ISA_CAPS, cap_isa, describe
+from cpu_report import add_isa_argument, cap_isa, describe
 
 from server.sample_book import rasterise_pdf
 
@@ -86,11 +86,7 @@ def main() -> int:
     )
     parser.add_argument("--pages", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--isa",
-        choices=sorted(ISA_CAPS),
-        help="run OpenVINO as on a CPU with at most this ISA (f32); see cpu_report.py",
-    )
+    add_isa_argument(parser)
     args = parser.parse_args()
     cap_isa(args.isa)
     pdf = args.data / BOOK

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import pymupdf
-from cpu_report import ISA_CAPS, cap_isa, describe, isa_cap
+from cpu_report import ISA_CAPS, add_isa_argument, cap_isa, describe, isa_cap
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Levenshtein
 
@@ -309,11 +309,7 @@ def main() -> int:
         "--book-pages", type=int, default=60, help="pages of the longer scanned book (0: skip that part)"
     )
     parser.add_argument("--book-rounds", type=int, default=2, help="interleaved rounds on the longer book")
-    parser.add_argument(
-        "--isa",
-        choices=sorted(ISA_CAPS),
-        help="run OpenVINO as on a CPU with at most this ISA (f32); see cpu_report.py",
-    )
+    add_isa_argument(parser)
     parser.add_argument("--book-only", action="store_true", help="only part 4, the longer book")
     args = parser.parse_args()
     cap_isa(args.isa)

@@ -48,7 +48,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from bench_local_ocr import bench_normalise, check_rule, run_local, tesseract_end_to_end, tesseract_version
-from cpu_report import ISA_CAPS, cap_isa, describe
+from cpu_report import add_isa_argument, cap_isa, describe
 from rapidfuzz import fuzz
 
 from ocr_backend.render import DEFAULT_LONG_SIDE
@@ -387,11 +387,7 @@ def main() -> int:
     parser.add_argument("--long-side", type=int, default=DEFAULT_LONG_SIDE, help="page image size for both OCR engines")
     parser.add_argument("--details", action="store_true", help="every rule, with why it failed")
     parser.add_argument("--out", type=Path, help="keep each engine's page markdown here, in olmOCR-Bench's layout")
-    parser.add_argument(
-        "--isa",
-        choices=sorted(ISA_CAPS),
-        help="run OpenVINO as on a CPU with at most this ISA (f32); see cpu_report.py",
-    )
+    add_isa_argument(parser)
     args = parser.parse_args()
     cap_isa(args.isa)
     print(describe())

@@ -11,6 +11,7 @@ and INT8 among its capabilities, as on an AVX2-only CPU, and every primitive it 
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -47,6 +48,15 @@ def cap_isa(isa: str | None) -> None:
         raise RuntimeError("cap_isa must run before openvino is imported")
     for name in CAP_VARIABLES:
         os.environ[name] = ISA_CAPS[isa]
+
+
+def add_isa_argument(parser: argparse.ArgumentParser) -> None:
+    """``--isa``, for the benches that run the local engine; the bench passes its value to :func:`cap_isa`."""
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISA_CAPS),
+        help="run OpenVINO as on a CPU with at most this ISA (f32); see cpu_report.py",
+    )
 
 
 def isa_cap() -> str | None:

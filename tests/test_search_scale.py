@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ from server.corpus import Corpus
 from server.search import SearchIndex, search_library
 from server.search import store as search_store
 from server.search.normalize import normalize
+from server.search.query import read_query
 from server.search.vocabulary import TermStats, max_edits
 from tests.test_search import make_book
 
@@ -166,3 +168,27 @@ def test_library_search_ranks_no_lower_tier_than_it_shows_and_shows_the_same(cor
         expected = [(h.book, h.page, h.score, h.defines) for h in reference[offset : offset + limit]]
         assert [(h.book, h.page, h.score, h.defines) for h in shown.hits] == expected, (offset, limit)
         assert shown.total == every.total
+
+
+def test_a_formula_of_common_letters_requires_two_distinct_terms_and_finds_its_page(
+    corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a large library every letter of ``(X^T X)^-1 X^T y`` is common. The match must then rest on two
+    different terms: ``t`` twice asks no more than ``t`` once, and matched (and had FTS5 rank) every page
+    holding a ``t``."""
+    from server.search import tiers
+
+    monkeypatch.setattr(tiers, "COMMON_MIN_PAGES", 10)
+    rng = random.Random(5)
+    filler = ["x", "y", "1", "the", "model", "fit", "data", "error", "value"]
+    pages = [" ".join(rng.choice(filler) for _ in range(60)) + (" t" if n % 3 == 0 else "") for n in range(80)]
+    pages[41] = "The least squares estimate is \\( \\hat{\\beta}=\\left(X^{T} X\\right)^{-1} X^{T} y \\) here."
+    SearchIndex(corpus).add_pages(("ls", n, text, None) for n, text in enumerate(pages, start=1))
+    stats = TermStats(SearchIndex(corpus)._conn(), lambda: len(pages))
+    plan = tiers.TierPlan(read_query("(X^T X)^-1 X^T y"), stats)
+    assert all(group.common for group in plan.groups)  # the path under test
+    first = next(plan.steps(lambda: True))
+    required = re.findall(r'"([^"]+)"', first.match)
+    assert first.match.startswith("NEAR(") and "t" in required and len(set(required)) == 2, first.match
+    found = search_library(corpus, "(X^T X)^-1 X^T y", limit=5)
+    assert (found.hits[0].book, found.hits[0].page) == ("ls", 42)

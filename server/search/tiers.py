@@ -49,7 +49,11 @@ class TierPlan:
         for tier, expression in self._tiers(wanted):
             near = self._near_expression(tier) if self.phrase_like and tier != 1 else ""
             if near:
-                yield Step(tier + 0.5, f"({expression}) AND ({near})", expression)
+                # NEAR over each group's first spelling implies the tier's expression: where that is the
+                # only spelling, the NEAR alone matches the same pages in the same BM25 order, and FTS5
+                # reads each common term's doclist once instead of twice.
+                only = all(len(g.variants) == 1 for g in _matched(self.groups))
+                yield Step(tier + 0.5, near if only else f"({expression}) AND ({near})", expression)
                 if not wanted():
                     return
             yield Step(float(tier), expression, expression)
@@ -136,13 +140,21 @@ def _product_size(options: list[list[str]]) -> int:
 
 def _matched(groups: list[QueryGroup]) -> list[QueryGroup]:
     """The groups the FTS5 expression requires: common single terms are left to the re-rank, as long
-    as two groups (or all there are) remain; then the rarest common ones are kept."""
+    as two distinct terms (or all there are) remain; then the rarest common ones are kept, each term
+    once: ``t`` twice in ``X^T X ... X^T y`` would require no more than ``t`` alone, and match (and
+    have FTS5 rank) every page holding a ``t``."""
     rare = [g for g in groups if not g.common]
-    wanted = min(2, len(groups))
-    if len(rare) >= wanted:
+    wanted = min(2, len({g.terms for g in groups}))
+    terms = {g.terms for g in rare}
+    if len(terms) >= wanted:
         return rare
-    common = sorted((g for g in groups if g.common), key=lambda g: g.pages)
-    kept = {id(g) for g in rare + common[: wanted - len(rare)]}
+    kept = {id(g) for g in rare}
+    for group in sorted((g for g in groups if g.common), key=lambda g: g.pages):
+        if len(terms) >= wanted:
+            break
+        if group.terms not in terms:
+            terms.add(group.terms)
+            kept.add(id(group))
     return [g for g in groups if id(g) in kept]
 
 

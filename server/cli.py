@@ -25,7 +25,7 @@ from server.formatting import clock, describe_duration
 from server.library import Library, PageRange, ShelfSummary
 from server.locks import LOCK_WAIT_S
 from server.progress import ProgressBar
-from server.runner import RunOptions, is_library_folder, shelf_entries
+from server.runner import RunOptions, is_library_folder
 
 Handler = Callable[[argparse.Namespace, Library], int]
 
@@ -254,22 +254,9 @@ def shelf_text(summary: ShelfSummary) -> str:
 
 def show_shelf_estimate(args: argparse.Namespace, library: Library, paths: list[str], options: RunOptions) -> int:
     """The whole job's pages and cost; a file that cannot be read is named and left out of the sum."""
-    pages, books, unreadable = 0, 0, {}
-    for entry in shelf_entries(paths):
-        try:
-            pages += library.estimate(entry.path, dataclasses.replace(options, book=entry.book))[0]
-            books += 1
-        except BookOcrError as exc:
-            unreadable[entry.book] = str(exc)
-    estimate = engine_class(args.engine).estimate(pages, options.engine_options)
-    text = f"{books} book(s), {pages} page(s)" + "".join(f"\nnot read: {why}" for why in unreadable.values())
-    if estimate is None:
-        text += f"\nengine {args.engine} runs on this machine, at no cost but its time"
-    else:
-        text += f"\n{estimate.describe()}"
-    data = {"estimate": estimate and estimate.as_dict(), "engine": args.engine, "pages": pages, "books": books}
-    emit(args, {**data, "unreadable": unreadable}, text)
-    return 2 if unreadable else 0
+    job = library.estimate_job(list(paths), options)
+    emit(args, job.as_dict(), job.describe())
+    return 2 if job.unreadable else 0
 
 
 def cmd_repair(args: argparse.Namespace, library: Library) -> int:

@@ -98,6 +98,34 @@ class OcrAnswer(BookStatus):
 
 
 @dataclass
+class JobEstimate:
+    """What OCRing some books would take, before anything runs: books, pages and (for an engine that bills
+    a GPU) the cost; a file that cannot be read is named in ``unreadable`` and left out of the sums."""
+
+    engine: str
+    books: int
+    pages: int
+    estimate: Estimate | None
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "books": self.books,
+            "pages": self.pages,
+            "estimate": self.estimate.as_dict() if self.estimate else None,
+            "unreadable": self.unreadable,
+        }
+
+    def describe(self) -> str:
+        text = f"{self.books} book(s), {self.pages} page(s)"
+        text += "".join(f"\nnot read: {why}" for why in self.unreadable.values())
+        if self.estimate is None:
+            return text + f"\nengine {self.engine} runs on this machine, at no cost but its time"
+        return text + f"\n{self.estimate.describe()}"
+
+
+@dataclass
 class PageText:
     """One page as a reader gets it."""
 
@@ -537,6 +565,22 @@ class Library:
         plan = plan_run(self.corpus, path, options)
         plan.close()
         return len(plan.pages), engine_class(options.engine).estimate(len(plan.pages), plan.options.engine_options)
+
+    def estimate_job(
+        self, paths: list[str | Path], options: RunOptions, check: Callable[[Path], Path] | None = None
+    ) -> JobEstimate:
+        """Books, pages and expected cost of a library job over ``paths`` (files or folders of PDFs), priced as
+        one job (the engine spreads the books over the same containers); writes nothing."""
+        pages, books, unreadable = 0, 0, {}
+        for entry in shelf_entries(paths):
+            try:
+                path = check(entry.path) if check else entry.path
+                pages += self.estimate(path, dataclasses.replace(options, book=entry.book))[0]
+                books += 1
+            except BookOcrError as exc:
+                unreadable[entry.book] = str(exc)
+        cost = engine_class(options.engine).estimate(pages, options.engine_options)
+        return JobEstimate(options.engine, books, pages, cost, unreadable)
 
     def ocr(
         self,

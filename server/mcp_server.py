@@ -37,7 +37,7 @@ from ocr_backend.sources import OpenCheck, Source, open_source
 from server.contents import Contents
 from server.corpus import page_marker
 from server.jobs import ACTIVE_STATES
-from server.library import BookStatus, Library, OcrAnswer, PageRange, PageText
+from server.library import BookStatus, JobEstimate, Library, OcrAnswer, PageRange, PageText
 from server.runner import RunOptions, is_library_folder
 from server.safety import InputPolicy
 from server.search import SearchResponse
@@ -419,6 +419,13 @@ path: absolute path (under the folders this server may read); a folder of PDFs, 
 PDF. book: id (default: file name). engine: {engines} (default auto). pages: e.g. "1-20,35". \
 retry_failed: retry failed pages. options: engine settings, e.g. {"gpu": "H100"}.""",
     ),
+    "estimate_ocr": (
+        "Estimate an OCR job",
+        READ_ONLY,
+        """\
+What ocr_book with the same arguments would take: books, pages and, for deepseek, GPU seconds, dollars and \
+wall time. Runs nothing.""",
+    ),
     "list_books": (
         "List books",
         READ_ONLY,
@@ -504,6 +511,45 @@ class BookTools:
             resolved = await anyio.to_thread.run_sync(self.policy.check_input, path)
             book_id = await anyio.to_thread.run_sync(self.library.start, resolved, run, retry_failed)
             return status_result(await self.wait_reporting(ctx, book_id))
+
+    async def estimate_ocr(
+        self,
+        path: str = "",
+        paths: tuple[str, ...] = (),
+        engine: str = "auto",
+        pages: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> CallToolResult:
+        with tool_errors():  # opening (and hashing) each file takes a moment: off the event loop
+            return await anyio.to_thread.run_sync(lambda: self.estimate_result(path, paths, engine, pages, options))
+
+    def estimate_result(
+        self,
+        path: str,
+        paths: tuple[str, ...],
+        engine: str,
+        pages: str | None,
+        options: dict[str, Any] | None,
+    ) -> CallToolResult:
+        if bool(path) == bool(paths):
+            raise ToolError("give path (a book, or a folder of PDFs) or paths (a list of PDF files), not both")
+        run = RunOptions(
+            engine=engine,
+            pages=pages,
+            engine_options=dict(options or {}),
+            open_check=self.policy.check_opened,
+        )
+        shelf = list(paths) or self.library_folder(path)
+        if shelf is not None:
+            if run.pages:
+                raise ToolError("a library job takes no pages: each book is OCRed whole")
+            for folder in (p for p in shelf if Path(p).expanduser().is_dir()):
+                self.policy.check_readable(folder)
+            job = self.library.estimate_job(list(shelf), run, self.policy.check_input)
+        else:
+            count, cost = self.library.estimate(self.policy.check_input(path), run)
+            job = JobEstimate(engine, 1, count, cost)
+        return CallToolResult(content=[TextContent(type="text", text=job.describe())], structured_content=job.as_dict())
 
     def library_folder(self, path: str) -> list[str] | None:
         """``[path]`` when it is a folder of PDFs (a library job), else None (one book)."""

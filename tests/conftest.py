@@ -12,6 +12,12 @@ from server.corpus import Corpus
 from server.sample_book import SamplePage, make_sample_book, typeset_pdf
 
 
+@pytest.fixture(autouse=True)
+def _own_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's recorded deployment (~/.config/bookocr)."""
+    monkeypatch.setenv("BOOKOCR_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Corpus:
     return Corpus(tmp_path / "corpus")

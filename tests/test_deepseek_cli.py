@@ -17,7 +17,7 @@ from ocr_backend.deepseek.clean import clean
 from ocr_backend.engines import deepseek as deepseek_engine
 from ocr_backend.engines import local as local_engine
 from server.cli import main
-from tests.conftest import tree_snapshot
+from tests.conftest import numbered_text_pdf, tree_snapshot
 from tests.deepseek_fakes import LocalClass, StubFallback, marked_pdf, respond_good
 
 
@@ -100,6 +100,42 @@ def test_estimate_prints_pages_gpu_seconds_and_dollars(tmp_path: Path, capsys: p
 
     code, out, _ = run(capsys, "ocr", str(pdf), "--engine", "deepseek", "--estimate")
     assert code == 0 and "12 page(s)" in out and "GPU-s" in out and "$" in out
+
+
+def test_the_estimate_plans_for_the_deployment_recorded_here(
+    tmp_path: Path, deployed: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pdf = numbered_text_pdf(tmp_path / "book.pdf", 320, words=3)  # enough pages for 10 containers
+
+    def estimate(*extra: str) -> dict[str, Any]:
+        code, out, _ = run(capsys, "--json", "ocr", str(pdf), "--engine", "deepseek", "--estimate", *extra)
+        assert code == 0
+        return json.loads(out)["estimate"]
+
+    first = estimate()
+    assert (first["containers"], first["gpu"]) == (4, "A100") and "default deployment" in first["basis"]
+
+    monkeypatch.setattr(client, "has_modal_credentials", lambda: True)
+    monkeypatch.setattr(deepseek_deploy, "_run_subprocess", lambda argv, env: 0)
+    assert run(capsys, "deploy", "--gpu", "H100", "--max-containers", "8")[0] == 0
+    deployed_here = estimate()
+    assert (deployed_here["containers"], deployed_here["gpu"]) == (8, "H100")
+    assert "deployed from here" in deployed_here["basis"]
+    assert deployed_here["wall_seconds"] < first["wall_seconds"]
+    other_gpu = estimate("--gpu", "A100")
+    assert other_gpu["gpu"] == "A100" and other_gpu["containers"] == 8 and "priced for --gpu A100" in other_gpu["basis"]
+
+    # a run that reaches the class records what the class says it is (here: redeployed elsewhere on L40S)
+    reported = {"gpu": "L40S", "max_containers": 6}
+    monkeypatch.setattr(
+        FakeModalRemote, "info", lambda self, timeout=None: {**LocalClass.info(self, timeout), **reported}
+    )
+    small = marked_pdf(tmp_path / "small.pdf", 2)
+    assert run(capsys, "--corpus", str(tmp_path / "lib"), "ocr", str(small), "--engine", "deepseek")[0] == 0
+    after_run = estimate()
+    assert (after_run["containers"], after_run["gpu"]) == (6, "L40S") and "as the class reported" in after_run["basis"]
+    code, out, _ = run(capsys, "ocr", str(pdf), "--engine", "deepseek", "--estimate")
+    assert code == 0 and "planned for your deployment (6 x L40S" in out
 
 
 def test_without_a_token_the_run_stops_before_touching_the_corpus(

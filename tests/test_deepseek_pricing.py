@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ocr_backend.deepseek import constants, modal_app
@@ -65,3 +67,22 @@ def test_the_cost_tally_adds_up_gpu_pages_only() -> None:
     assert tally.as_dict() == {"pages": 2, "gpu_seconds": 2.0, "cost_usd": 0.001, "gpus": ["A100", "H100"]}
     assert tally.describe().startswith("GPU: 2.0 s on A100, H100 for 2 page(s) (1.00 s/page), $0.0010")
     assert CostTally().describe().startswith("GPU: 0.0 s for 0 page(s)")
+
+
+def test_a_deployment_record_that_cannot_be_read_or_written_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ocr_backend.deepseek import deployment
+
+    monkeypatch.setenv("BOOKOCR_CONFIG_DIR", str(tmp_path / "config"))
+    assert deployment.recall("bookocr") is None
+    assert deployment.remember("bookocr", "H100", 0, "m", "deploy") is None  # no containers: nothing recorded
+    assert deployment.remember("bookocr", "H100", 6, "m", "class") is not None
+    recalled = deployment.recall("bookocr")
+    assert recalled is not None and (recalled.gpu, recalled.max_containers, recalled.source) == ("H100", 6, "class")
+    deployment.record_path("bookocr").write_text("{torn")
+    assert deployment.recall("bookocr") is None
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("BOOKOCR_CONFIG_DIR", str(blocked))  # a config dir that cannot be made: never an error
+    assert deployment.remember("bookocr", "H100", 6, "m", "deploy") is None

@@ -241,6 +241,35 @@ async def test_mcp_library_job_runs_in_the_background(tmp_path: Path, anyio_back
         assert both.is_error
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_mcp_estimate_adds_up_a_job_and_runs_nothing(tmp_path: Path, anyio_backend: str) -> None:
+    books = _shelf(tmp_path / "books", {"one": 3, "two": 40})
+    (books / "broken.pdf").write_bytes(b"%PDF-1.7 broken")
+    corpus = Corpus(tmp_path / "corpus")
+    async with Client(create_server(Library(corpus), InputPolicy(roots=[books]), wait_s=10)) as c:
+        job = await c.call_tool("estimate_ocr", {"path": str(books), "engine": "deepseek"})
+        answer = job.structured_content
+        assert (
+            not job.is_error
+            and (answer["books"], answer["pages"]) == (2, 43)
+            and list(answer["unreadable"]) == ["broken"]
+        )
+        cost = answer["estimate"]
+        assert cost["pages"] == 43 and cost["containers"] == 2 and cost["total_usd"] > 0  # 43 pages: 2 containers
+        assert "default deployment" in cost["basis"]
+
+        one = await c.call_tool("estimate_ocr", {"path": str(books / "two.pdf"), "engine": "deepseek", "pages": "1-10"})
+        assert not one.is_error and one.structured_content["pages"] == 10
+        local = await c.call_tool("estimate_ocr", {"paths": [str(books / "one.pdf")], "engine": "local"})
+        assert local.structured_content["estimate"] is None and "at no cost" in local.content[0].text
+
+        outside = numbered_text_pdf(tmp_path / "outside.pdf", 2)
+        refused = await c.call_tool("estimate_ocr", {"path": str(outside), "engine": "deepseek"})
+        assert refused.is_error and "outside.pdf" in refused.content[0].text
+        assert not corpus.root.exists() or not any(corpus.root.glob("*/manifest.json"))  # nothing ran
+
+
 def test_one_engine_serves_every_book_of_a_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ocr_backend.engines.text_layer import TextLayerEngine
 

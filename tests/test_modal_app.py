@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ocr_backend.deepseek import client, modal_app
+from ocr_backend.deepseek import client, deployment, modal_app
 from ocr_backend.deepseek.deploy import deploy, deploy_command
 from ocr_backend.deepseek.runner import PROMPT
 from ocr_backend.errors import BookOcrError, EngineError
@@ -258,14 +258,18 @@ def test_deploy_runs_modal_deploy_and_says_why_it_failed(monkeypatch: pytest.Mon
         "model": "deepseek-ai/DeepSeek-OCR",
         "max_containers": 4,
         "weights": "ready",
+        "recorded": str(deployment.record_path("bookocr")),
     }
+    recorded = deployment.recall("bookocr")
+    assert recorded is not None and (recorded.gpu, recorded.max_containers, recorded.source) == ("H200", 4, "deploy")
     (deploy_argv, env), (weights_argv, _) = ran  # deployed, then the weights downloaded once on a CPU
     assert env["BOOKOCR_GPU"] == "H200" and deploy_argv[-3:-1] == ["deploy", "-m"]
     assert weights_argv[-3:] == ["run", "-m", "ocr_backend.deepseek.modal_app::download_weights"]
     with pytest.raises(EngineError, match=r"deployed, but downloading the weights .* failed \(exit 3\)"):
         deploy(run=lambda argv, env: 3 if "run" in argv else 0)
     with pytest.raises(EngineError, match=r"`modal deploy` failed \(exit 1\)"):
-        deploy(run=lambda argv, env: 1)
+        deploy("L40S", run=lambda argv, env: 1)
+    assert deployment.recall("bookocr").gpu == "A100"  # type: ignore[union-attr]  # the failed deploy left no record
     with pytest.raises(BookOcrError, match="not one of"):
         deploy("T4", run=lambda argv, env: 0)
     monkeypatch.setattr(client, "has_modal_credentials", lambda: False)

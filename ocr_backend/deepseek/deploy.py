@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from ocr_backend.deepseek import client
+from ocr_backend.deepseek import client, deployment
 from ocr_backend.deepseek.constants import (
     APP_NAME_ENV,
     CONTAINERS_ENV,
@@ -68,13 +68,21 @@ def deploy(
     code = run(argv, env)
     if code != 0:
         raise EngineError(f"`modal deploy` failed (exit {code}); its output above says why")
+    recorded = deployment.remember(app_name(), gpu, max_containers, model, "deploy")  # the class is there now
     code = run(weights_command(), env)
     if code != 0:
         raise EngineError(
             f"the class is deployed, but downloading the weights into its Volume failed (exit {code}); its output "
             "above says why. Run `bookocr deploy` again, or let the first GPU start download them"
         )
-    return {"deployed": True, "gpu": gpu, "model": model, "max_containers": max_containers, "weights": "ready"}
+    return {
+        "deployed": True,
+        "gpu": gpu,
+        "model": model,
+        "max_containers": max_containers,
+        "weights": "ready",
+        "recorded": str(deployment.record_path(app_name())) if recorded else None,
+    }
 
 
 def _run_subprocess(argv: list[str], env: dict[str, str]) -> int:

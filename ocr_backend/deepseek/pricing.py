@@ -91,6 +91,7 @@ class GpuEstimate:
     price_per_second: float
     wall_seconds: float
     host_per_second: float = CPU_PER_CORE_SECOND * CONTAINER_CORES + MEMORY_PER_GIB_SECOND * CONTAINER_MEMORY_GIB
+    basis: str = ""  # where the containers and GPU planned for come from
 
     @property
     def compute_usd(self) -> float:
@@ -123,6 +124,7 @@ class GpuEstimate:
             "total_usd": round(self.total_usd, 4),
             "first_run_extra_usd": round(self.first_run_usd, 4),
             "wall_seconds": round(self.wall_seconds, 1),
+            "basis": self.basis,
         }
 
     def describe(self) -> str:
@@ -131,6 +133,7 @@ class GpuEstimate:
             f"(${self.price_per_second * 3600:.2f}/GPU-hour): ~{self.gpu_seconds:.0f} GPU-s of OCR = "
             f"${self.compute_usd:.2f}; with cold starts, the idle window, CPU and memory ~${self.total_usd:.2f}; "
             f"~{self.wall_seconds / 60:.1f} min wall; the first run after a deploy adds ~${self.first_run_usd:.2f}"
+            + (f"; planned for {self.basis}" if self.basis else "")
         )
 
 

@@ -31,6 +31,7 @@ All are settable: ``BOOKOCR_DEEPSEEK_STARTUP_TIMEOUT_S``, ``BOOKOCR_DEEPSEEK_PAG
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ocr_backend.deepseek import clean as cleaning
-from ocr_backend.deepseek import pricing
+from ocr_backend.deepseek import deployment, pricing
 from ocr_backend.deepseek.client import (
     JPEG_QUALITY,
     CallCancelled,
@@ -491,7 +492,6 @@ class DeepseekEngine(OcrEngine):
         FIGURES_OPTION,
     )
     bills_gpu: ClassVar[bool] = True  # Modal bills the GPU time; a user's own GPU costs nothing unless priced
-    estimate_containers: ClassVar[int] = DEFAULT_CONTAINERS
 
     @classmethod
     def estimate(cls, pages: int, options: dict[str, Any]) -> Estimate | None:
@@ -499,10 +499,27 @@ class DeepseekEngine(OcrEngine):
         price = checked.get("gpu_price")
         if not cls.bills_gpu and price is None:
             return None
+        containers, deployed_gpu, basis = cls.planned_deployment()
+        gpu = checked.get("gpu") or deployed_gpu
+        if deployed_gpu and gpu and pricing.gpu_key(gpu) != pricing.gpu_key(deployed_gpu):
+            basis += f"; priced for --gpu {gpu}"
         try:
-            return pricing.estimate(pages, checked.get("gpu"), cls.estimate_containers, price)
+            return dataclasses.replace(pricing.estimate(pages, gpu, containers, price), basis=basis)
         except ValueError as exc:  # a GPU without a known price
             raise EngineError(str(exc)) from None
+
+    @classmethod
+    def planned_deployment(cls) -> tuple[int, str | None, str]:
+        """(containers, GPU, where they come from) for an estimate: the deployment recorded on this machine
+        (by `bookocr deploy`, or by the last run that reached the class), without waking a GPU to ask."""
+        record = deployment.recall(default_app_name())
+        if record is None:
+            return (
+                DEFAULT_CONTAINERS,
+                None,
+                f"the default deployment ({DEFAULT_CONTAINERS} x {DEFAULT_GPU}; none is recorded on this machine)",
+            )
+        return record.max_containers, record.gpu, f"your deployment ({record.describe()})"
 
     def __init__(
         self,
@@ -600,7 +617,10 @@ class DeepseekEngine(OcrEngine):
         return self._fallback
 
     def start(self) -> None:
-        self.check_started(self.connect())
+        reached_modal = self._remote is None  # not a remote handed in (a test's, a simulation's)
+        info = self.check_started(self.connect())
+        if reached_modal:
+            deployment.remember(self.app_name, info.get("gpu"), info.get("max_containers"), info.get("model"), "class")
 
     def check_started(self, remote: RemoteOcr) -> dict[str, Any]:
         """One cheap call that wakes a container: what it serves, or why it could not start,

@@ -87,7 +87,10 @@ class DeepseekLocalEngine(DeepseekEngine):
     description = "DeepSeek-OCR with vLLM on this machine's own CUDA GPU"
     options = (GPU_PRICE_OPTION, FIGURES_OPTION)  # the GPU is the one in this machine
     bills_gpu = False
-    estimate_containers = 1
+
+    @classmethod
+    def planned_deployment(cls) -> tuple[int, str | None, str]:
+        return 1, None, "this machine's own GPU"
 
     def __init__(self, runner: DeepseekRunner | None = None, model: str | None = None, **options: Any) -> None:
         options.setdefault("batch_size", LOCAL_BATCH_SIZE)

@@ -1,0 +1,88 @@
+"""What this machine last learnt of the user's deployed DeepSeek class (its GPU, container count and
+model), so that an estimate plans for the deployment there is without waking a GPU to ask it.
+
+``bookocr deploy`` writes the record, and every run that reaches the class rewrites it from what the
+class says of itself. It lives in ``$BOOKOCR_CONFIG_DIR`` (default ``$XDG_CONFIG_HOME/bookocr``, else
+``~/.config/bookocr``), one small JSON file per Modal app name. A record that cannot be written (a
+read-only home) or read (torn by hand) is ignored: it only refines an estimate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR_ENV = "BOOKOCR_CONFIG_DIR"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    app: str
+    gpu: str
+    max_containers: int
+    model: str
+    recorded_at: str  # UTC, ISO 8601
+    source: str  # "deploy": what `bookocr deploy` asked for; "class": what the running class reported
+
+    def describe(self) -> str:
+        how = "deployed from here" if self.source == "deploy" else "as the class reported"
+        return f"{self.max_containers} x {self.gpu}, {how} on {self.recorded_at[:10]}"
+
+
+def config_dir() -> Path:
+    configured = os.environ.get(CONFIG_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser() / "bookocr"
+
+
+def record_path(app: str) -> Path:
+    return config_dir() / "deployments" / f"{app}.json"
+
+
+def remember(app: str, gpu: Any, max_containers: Any, model: Any, source: str) -> Deployment | None:
+    """Record the deployment; None (and nothing written) when a field is missing or the file cannot be written."""
+    if not (isinstance(gpu, str) and gpu and isinstance(max_containers, int) and max_containers > 0):
+        return None
+    record = Deployment(
+        app, gpu, max_containers, str(model or ""), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), source
+    )
+    path = record_path(app)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(asdict(record), fh, indent=1)
+            os.replace(staged, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+    except OSError as exc:
+        logger.info("could not record the deployment in %s: %s", path, exc)
+        return None
+    return record
+
+
+def recall(app: str) -> Deployment | None:
+    """The recorded deployment of ``app``, or None when there is none (or it cannot be read)."""
+    try:
+        data = json.loads(record_path(app).read_text(encoding="utf-8"))
+        record = Deployment(**{name: data[name] for name in Deployment.__dataclass_fields__})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not (isinstance(record.gpu, str) and isinstance(record.max_containers, int) and record.max_containers > 0):
+        return None
+    return record
+
+
+__all__ = ["CONFIG_DIR_ENV", "Deployment", "config_dir", "recall", "record_path", "remember"]

@@ -561,10 +561,14 @@ class Library:
         ]
 
     def estimate(self, path: str | Path, options: RunOptions) -> tuple[int, Estimate | None]:
-        """Pages and expected cost of OCRing ``path`` (None: the engine runs here, at no cost); writes nothing."""
+        """Pages still to do (failed ones included: a run retries them) and expected cost of OCRing ``path``
+        (None: the engine runs here, at no cost); writes nothing."""
         plan = plan_run(self.corpus, path, options)
-        plan.close()
-        return len(plan.pages), engine_class(options.engine).estimate(len(plan.pages), plan.options.engine_options)
+        try:
+            count = len(pages_to_do(self.corpus, plan))
+        finally:
+            plan.close()
+        return count, engine_class(options.engine).estimate(count, plan.options.engine_options)
 
     def estimate_job(
         self, paths: list[str | Path], options: RunOptions, check: Callable[[Path], Path] | None = None

@@ -155,6 +155,14 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(str(exc)) from exc
 
 
+def check_one_source(path: str, paths: tuple[str, ...]) -> None:
+    what = "path (a book, or a folder of PDFs) or paths (a list of PDF files)"
+    if not path and not paths:
+        raise ToolError(f"say what to read: give {what}")
+    if path and paths:
+        raise ToolError(f"give {what}, not both")
+
+
 def reported(method: Callable[..., Any]) -> Callable[..., Any]:
     """A tool method whose library errors reach the model as ToolErrors."""
 
@@ -496,8 +504,7 @@ class BookTools:
         options: dict[str, Any] | None = None,
     ) -> Annotated[CallToolResult, OcrAnswer]:
         with tool_errors():
-            if bool(path) == bool(paths):
-                raise ToolError("give path (a book, or a folder of PDFs) or paths (a list of PDF files), not both")
+            check_one_source(path, paths)
             run = RunOptions(
                 book=book,
                 engine=engine,
@@ -531,8 +538,7 @@ class BookTools:
         pages: str | None,
         options: dict[str, Any] | None,
     ) -> CallToolResult:
-        if bool(path) == bool(paths):
-            raise ToolError("give path (a book, or a folder of PDFs) or paths (a list of PDF files), not both")
+        check_one_source(path, paths)
         run = RunOptions(
             engine=engine,
             pages=pages,

@@ -35,7 +35,7 @@ def test_checked_options_are_converted() -> None:
     "values, message",
     [
         ({"gpu": "T4"}, "option gpu must be one of A100, A100-80GB, H100, H200, L40S, not 'T4'"),
-        ({"gpu_price": -1.0}, "option gpu_price must be a number >= 0, not -1.0"),
+        ({"gpu_price": -1.0}, "option gpu_price must be a number from 0 to 1000, not -1.0"),
         ({"gpu_price": "cheap"}, "option gpu_price must be a number"),
         ({"figures": "maybe"}, "option figures must be true or false"),
         ({"containers": 8}, "engine 'deepseek' has no option 'containers'; it takes figures, gpu, gpu_price"),

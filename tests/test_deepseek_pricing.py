@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,34 @@ def test_a_deployment_record_that_cannot_be_read_or_written_is_ignored(
     assert recalled is not None and (recalled.gpu, recalled.max_containers, recalled.source) == ("H100", 6, "class")
     deployment.record_path("bookocr").write_text("{torn")
     assert deployment.recall("bookocr") is None
+    for odd in ({"max_containers": True}, {"gpu": " "}, {"recorded_at": 20261130}, {"max_containers": 10**12}):
+        good = {"app": "bookocr", "gpu": "H100", "max_containers": 8, "model": "m", "recorded_at": "2026-12-01"}
+        deployment.record_path("bookocr").write_text(json.dumps({**good, "source": "deploy", **odd}))
+        assert deployment.recall("bookocr") is None, odd
+    assert deployment.remember("bookocr", "H100", True, "m", "deploy") is None
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     monkeypatch.setenv("BOOKOCR_CONFIG_DIR", str(blocked))  # a config dir that cannot be made: never an error
     assert deployment.remember("bookocr", "H100", 6, "m", "deploy") is None
+
+
+def test_the_estimate_says_what_it_planned_for_and_where_an_unknown_gpu_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ocr_backend.deepseek import deployment
+    from ocr_backend.engines.deepseek import DeepseekEngine
+    from ocr_backend.engines.deepseek_local import DeepseekLocalEngine
+    from ocr_backend.errors import EngineError
+
+    monkeypatch.setenv("BOOKOCR_CONFIG_DIR", str(tmp_path))
+    chosen = DeepseekEngine.estimate(300, {"gpu": "H100"})
+    assert chosen is not None and "default deployment" in chosen.basis and "priced for --gpu H100" in chosen.basis
+    own = DeepseekLocalEngine.estimate(10, {"gpu_price": 2.0})
+    assert own is not None and own.gpu == "own GPU" and "1 x own GPU" in own.describe()
+    deployment.remember("bookocr", "B200", 4, "m", "class")  # a class deployed by hand on a GPU with no price here
+    with pytest.raises(EngineError, match=r"no price known for GPU 'B200'.*deployment record names: .*bookocr\.json"):
+        DeepseekEngine.estimate(300, {})
+    assert DeepseekEngine.estimate(300, {"gpu_price": 5.0}) is not None
+    for price in (1e308, float("nan"), -1):
+        with pytest.raises(EngineError, match="gpu_price must be a number from 0 to 1000"):
+            DeepseekEngine.estimate(300, {"gpu_price": price})

@@ -267,7 +267,19 @@ async def test_mcp_estimate_adds_up_a_job_and_runs_nothing(tmp_path: Path, anyio
         outside = numbered_text_pdf(tmp_path / "outside.pdf", 2)
         refused = await c.call_tool("estimate_ocr", {"path": str(outside), "engine": "deepseek"})
         assert refused.is_error and "outside.pdf" in refused.content[0].text
+        nothing = await c.call_tool("estimate_ocr", {"engine": "deepseek"})
+        assert nothing.is_error and "say what to read" in nothing.content[0].text
         assert not corpus.root.exists() or not any(corpus.root.glob("*/manifest.json"))  # nothing ran
+
+        # pages already done are not counted again: two of "two" here, then the whole of "one"
+        Library(corpus).ocr(books / "two.pdf", RunOptions(engine="text-layer", pages="1-2"))
+        part = (
+            await c.call_tool("estimate_ocr", {"path": str(books / "two.pdf"), "engine": "deepseek"})
+        ).structured_content
+        assert part["pages"] == 38 and part["estimate"]["pages"] == 38
+        assert not (await c.call_tool("ocr_book", {"path": str(books / "one.pdf"), "engine": "text-layer"})).is_error
+        rest = (await c.call_tool("estimate_ocr", {"path": str(books), "engine": "deepseek"})).structured_content
+        assert (rest["books"], rest["pages"]) == (2, 38)
 
 
 def test_one_engine_serves_every_book_of_a_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

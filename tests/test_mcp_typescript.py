@@ -48,8 +48,9 @@ def test_every_tool_through_the_typescript_sdk(sdk_folder: Path, corpus: Corpus,
     books = tmp_path / "books"
     books.mkdir()
     pdf = numbered_text_pdf(books / "notes.pdf", 3)
+    unread = numbered_text_pdf(books / "unread.pdf", 5)
     calls = {
-        "estimate_ocr": {"path": str(books), "engine": "deepseek"},  # before ocr_book: the 3 pages still to do
+        "estimate_ocr": {"paths": [str(unread)], "engine": "deepseek"},
         "ocr_book": {"path": str(pdf), "engine": "text-layer"},
         "list_books": {"limit": 10},
         "book_status": {"book": "geo"},
@@ -79,4 +80,4 @@ def test_every_tool_through_the_typescript_sdk(sdk_folder: Path, corpus: Corpus,
     assert {"ocr_book", "list_books", "book_status", "get_page", "search_book"} <= checked
     assert "§1.1 Magnitudes [definition]" in report["calls"]["search_book"]["text"]
     assert report["calls"]["ocr_book"]["hasStructured"]
-    assert report["calls"]["estimate_ocr"]["text"].startswith("1 book(s), 3 page(s)\n3 page(s) on 1 x A100")
+    assert report["calls"]["estimate_ocr"]["text"].startswith("1 book(s), 5 page(s)\n5 page(s) on 1 x A100")

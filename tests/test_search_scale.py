@@ -192,3 +192,16 @@ def test_a_formula_of_common_letters_requires_two_distinct_terms_and_finds_its_p
     assert first.match.startswith("NEAR(") and "t" in required and len(set(required)) == 2, first.match
     found = search_library(corpus, "(X^T X)^-1 X^T y", limit=5)
     assert (found.hits[0].book, found.hits[0].page) == ("ls", 42)
+
+
+def test_a_word_typed_twice_asks_no_more_than_typed_once(corpus: Corpus) -> None:
+    index = SearchIndex(corpus)
+    index.add_pages([("b", 1, "the posterior gamma density", None), ("b", 2, "a posterior mean", None)])
+    once = search_library(corpus, "qwxz posterior", limit=5)
+    assert once.total == 2  # qwxz is on no page: the all-but-one tier leaves it out
+    for typed in ("qwxz qwxz posterior", "posterior qwxz gamma qwxz"):
+        twice = search_library(corpus, typed, limit=5)
+        assert twice.total >= 1 and {(h.book, h.page) for h in twice.hits} <= {("b", 1), ("b", 2)}, typed
+    assert [(h.book, h.page) for h in search_library(corpus, "qwxz qwxz posterior", limit=5).hits] == [
+        (h.book, h.page) for h in once.hits
+    ]

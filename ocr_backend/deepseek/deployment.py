@@ -49,13 +49,16 @@ def record_path(app: str) -> Path:
     return config_dir() / "deployments" / f"{app}.json"
 
 
+MAX_CONTAINERS = 1000  # beyond any Modal workspace's GPU limit: a larger count is not a real deployment
+
+
 def remember(app: str, gpu: Any, max_containers: Any, model: Any, source: str) -> Deployment | None:
     """Record the deployment; None (and nothing written) when a field is missing or the file cannot be written."""
-    if not (isinstance(gpu, str) and gpu and isinstance(max_containers, int) and max_containers > 0):
-        return None
     record = Deployment(
         app, gpu, max_containers, str(model or ""), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), source
     )
+    if not _valid(record):
+        return None
     path = record_path(app)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +83,19 @@ def recall(app: str) -> Deployment | None:
         record = Deployment(**{name: data[name] for name in Deployment.__dataclass_fields__})
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if not (isinstance(record.gpu, str) and isinstance(record.max_containers, int) and record.max_containers > 0):
-        return None
-    return record
+    return record if _valid(record) else None
+
+
+def _valid(record: Deployment) -> bool:
+    texts = (record.app, record.gpu, record.model, record.recorded_at, record.source)
+    count = record.max_containers
+    return (
+        all(isinstance(text, str) for text in texts)
+        and bool(record.gpu.strip())
+        and isinstance(count, int)
+        and not isinstance(count, bool)
+        and 1 <= count <= MAX_CONTAINERS
+    )
 
 
 __all__ = ["CONFIG_DIR_ENV", "Deployment", "config_dir", "recall", "record_path", "remember"]

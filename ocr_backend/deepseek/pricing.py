@@ -75,7 +75,10 @@ def price_per_second(gpu: str | None, override_per_hour: float | None = None) ->
         if key in table:
             return table[key]
     if key not in PRICE_PER_SECOND:
-        raise ValueError(f"no price known for GPU {gpu!r}; known: {', '.join(PRICE_PER_SECOND)} (or pass --gpu-price)")
+        raise ValueError(
+            f"no price known for GPU {gpu!r}; known: {', '.join(PRICE_PER_SECOND)}; give its price in dollars per hour "
+            '(--gpu-price, or options {"gpu_price": ...} over MCP)'
+        )
     return PRICE_PER_SECOND[key]
 
 

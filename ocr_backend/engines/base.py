@@ -33,6 +33,7 @@ class EngineOption:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None  # for numbers
+    maximum: float | None = None
 
     @property
     def flag(self) -> str:
@@ -57,7 +58,9 @@ class EngineOption:
             raise wrong from None
         if self.choices is not None and converted not in self.choices:
             raise wrong
-        if self.minimum is not None and converted < self.minimum:
+        if self.minimum is not None and not converted >= self.minimum:  # NaN is no number here
+            raise wrong
+        if self.maximum is not None and not converted <= self.maximum:
             raise wrong
         return converted
 
@@ -65,6 +68,8 @@ class EngineOption:
         if self.choices is not None:
             return "one of " + ", ".join(str(c) for c in self.choices)
         kind = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}[self.type]
+        if self.minimum is not None and self.maximum is not None:
+            return f"{kind} from {self.minimum:g} to {self.maximum:g}"
         return f"{kind} >= {self.minimum:g}" if self.minimum is not None else kind
 
 

@@ -478,7 +478,11 @@ def _takes_cancel(remote: RemoteOcr) -> bool:
 
 
 GPU_PRICE_OPTION = EngineOption(
-    "gpu_price", float, "the GPU's price in dollars per hour, for the estimate and the cost records", minimum=0
+    "gpu_price",
+    float,
+    "the GPU's price in dollars per hour, for the estimate and the cost records",
+    minimum=0,
+    maximum=1000,  # no GPU rents for more: a larger figure is a typo (or per-second or per-month)
 )
 FIGURES_OPTION = EngineOption("figures", bool, "crop figures from the page and save them beside it")
 
@@ -500,13 +504,19 @@ class DeepseekEngine(OcrEngine):
         if not cls.bills_gpu and price is None:
             return None
         containers, deployed_gpu, basis = cls.planned_deployment()
-        gpu = checked.get("gpu") or deployed_gpu
-        if deployed_gpu and gpu and pricing.gpu_key(gpu) != pricing.gpu_key(deployed_gpu):
-            basis += f"; priced for --gpu {gpu}"
+        chosen = checked.get("gpu")
+        if chosen and pricing.gpu_key(chosen) != pricing.gpu_key(deployed_gpu):
+            basis += f"; priced for --gpu {chosen}"
         try:
-            return dataclasses.replace(pricing.estimate(pages, gpu, containers, price), basis=basis)
+            planned = pricing.estimate(pages, chosen or deployed_gpu, containers, price)
         except ValueError as exc:  # a GPU without a known price
-            raise EngineError(str(exc)) from None
+            named = (
+                ""
+                if chosen
+                else f" (the GPU your deployment record names: {deployment.record_path(default_app_name())})"
+            )
+            raise EngineError(f"{exc}{named}") from None
+        return dataclasses.replace(planned, basis=basis)
 
     @classmethod
     def planned_deployment(cls) -> tuple[int, str | None, str]:
@@ -617,7 +627,7 @@ class DeepseekEngine(OcrEngine):
         return self._fallback
 
     def start(self) -> None:
-        reached_modal = self._remote is None  # not a remote handed in (a test's, a simulation's)
+        reached_modal = self._remote is None and self.bills_gpu  # the Modal class, not a remote handed in
         info = self.check_started(self.connect())
         if reached_modal:
             deployment.remember(self.app_name, info.get("gpu"), info.get("max_containers"), info.get("model"), "class")

@@ -9,12 +9,15 @@ is replaced by the runner itself.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from ocr_backend.deepseek.constants import DEFAULT_MODEL, LOCAL_ENGINE, VLLM_REQUIREMENT, VLLM_VERSION
+from ocr_backend.deepseek.pricing import GpuEstimate
 from ocr_backend.deepseek.runner import DeepseekRunner, build_llm
+from ocr_backend.engines.base import Estimate
 from ocr_backend.engines.deepseek import FIGURES_OPTION, GPU_PRICE_OPTION, DeepseekEngine
 from ocr_backend.errors import EngineError
 
@@ -90,7 +93,12 @@ class DeepseekLocalEngine(DeepseekEngine):
 
     @classmethod
     def planned_deployment(cls) -> tuple[int, str | None, str]:
-        return 1, None, "this machine's own GPU"
+        return 1, None, "this machine's own GPU, assumed as fast as an A100"
+
+    @classmethod
+    def estimate(cls, pages: int, options: dict[str, Any]) -> Estimate | None:
+        planned = super().estimate(pages, options)
+        return dataclasses.replace(planned, gpu="own GPU") if isinstance(planned, GpuEstimate) else planned
 
     def __init__(self, runner: DeepseekRunner | None = None, model: str | None = None, **options: Any) -> None:
         options.setdefault("batch_size", LOCAL_BATCH_SIZE)

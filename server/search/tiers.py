@@ -139,22 +139,19 @@ def _product_size(options: list[list[str]]) -> int:
 
 
 def _matched(groups: list[QueryGroup]) -> list[QueryGroup]:
-    """The groups the FTS5 expression requires: common single terms are left to the re-rank, as long
-    as two distinct terms (or all there are) remain; then the rarest common ones are kept, each term
-    once: ``t`` twice in ``X^T X ... X^T y`` would require no more than ``t`` alone, and match (and
-    have FTS5 rank) every page holding a ``t``."""
-    rare = [g for g in groups if not g.common]
-    wanted = min(2, len({g.terms for g in groups}))
-    terms = {g.terms for g in rare}
-    if len(terms) >= wanted:
+    """The groups the FTS5 expression requires, each term once (``t`` twice in ``X^T X ... X^T y`` asks no
+    more than ``t`` alone, and an unknown word typed twice could never be the one word left out): common
+    single terms are left to the re-rank, as long as two distinct terms (or all there are) remain; then
+    the rarest common ones are kept."""
+    distinct: dict[tuple[str, ...], QueryGroup] = {}
+    for group in groups:
+        distinct.setdefault(group.terms, group)
+    rare = [g for g in distinct.values() if not g.common]
+    wanted = min(2, len(distinct))
+    if len(rare) >= wanted:
         return rare
-    kept = {id(g) for g in rare}
-    for group in sorted((g for g in groups if g.common), key=lambda g: g.pages):
-        if len(terms) >= wanted:
-            break
-        if group.terms not in terms:
-            terms.add(group.terms)
-            kept.add(id(group))
+    common = sorted((g for g in distinct.values() if g.common), key=lambda g: g.pages)
+    kept = {id(g) for g in rare + common[: wanted - len(rare)]}
     return [g for g in groups if id(g) in kept]
 
 

@@ -85,7 +85,7 @@ class TierPlan:
     def _near_expression(self, tier: int) -> str:
         """NEAR over each group's first spelling (all groups, or each all-but-one set for the partial tier)."""
         required = _matched(self.groups)
-        sets = [required] if tier > 0 else [[g for g in required if g is not skip] for skip in required]
+        sets = [required] if tier > 0 else _all_but(required)
         options = []
         for chosen in sets:
             if len(chosen) >= 2 and all(g.variants for g in chosen):
@@ -139,20 +139,29 @@ def _product_size(options: list[list[str]]) -> int:
 
 
 def _matched(groups: list[QueryGroup]) -> list[QueryGroup]:
-    """The groups the FTS5 expression requires, each term once (``t`` twice in ``X^T X ... X^T y`` asks no
-    more than ``t`` alone, and an unknown word typed twice could never be the one word left out): common
-    single terms are left to the re-rank, as long as two distinct terms (or all there are) remain; then
-    the rarest common ones are kept."""
-    distinct: dict[tuple[str, ...], QueryGroup] = {}
-    for group in groups:
-        distinct.setdefault(group.terms, group)
-    rare = [g for g in distinct.values() if not g.common]
-    wanted = min(2, len(distinct))
-    if len(rare) >= wanted:
+    """The groups the FTS5 expression requires: common single terms are left to the re-rank, as long
+    as two distinct terms (or all there are) remain; then the rarest common ones are kept, each term
+    once: ``t`` twice in ``X^T X ... X^T y`` would require no more than ``t`` alone, and match (and
+    have FTS5 rank) every page holding a ``t``. A rare term typed twice stays twice: NEAR then wants
+    both copies close ("larger and larger")."""
+    rare = [g for g in groups if not g.common]
+    wanted = min(2, len({g.terms for g in groups}))
+    terms = {g.terms for g in rare}
+    if len(terms) >= wanted:
         return rare
-    common = sorted((g for g in distinct.values() if g.common), key=lambda g: g.pages)
-    kept = {id(g) for g in rare + common[: wanted - len(rare)]}
+    kept = {id(g) for g in rare}
+    for group in sorted((g for g in groups if g.common), key=lambda g: g.pages):
+        if len(terms) >= wanted:
+            break
+        if group.terms not in terms:
+            terms.add(group.terms)
+            kept.add(id(group))
     return [g for g in groups if id(g) in kept]
+
+
+def _all_but(required: list[QueryGroup]) -> list[list[QueryGroup]]:
+    """``required`` less one term each time, every copy of it: an unknown word typed twice is left out whole."""
+    return [[g for g in required if g.terms != skip] for skip in dict.fromkeys(g.terms for g in required)]
 
 
 def _and(groups: list[QueryGroup]) -> str:
@@ -164,11 +173,5 @@ def _and(groups: list[QueryGroup]) -> str:
 
 def _all_but_one(groups: list[QueryGroup]) -> str:
     required = _matched(groups)
-    if len(required) < 2:
-        return ""
-    options = []
-    for skip in range(len(required)):
-        expression = _and([g for i, g in enumerate(required) if i != skip])
-        if expression:
-            options.append(f"({expression})")
-    return " OR ".join(options)
+    options = [f"({expression})" for expression in map(_and, _all_but(required)) if expression]
+    return " OR ".join(options) if len({g.terms for g in required}) >= 2 else ""

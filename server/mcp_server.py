@@ -59,7 +59,8 @@ EXIT_GRACE_S = 5.0  # after the server has stopped, the process is ended if anyt
 INSTRUCTIONS = """\
 bookocr is a library of books turned from scans into per-page markdown.
 - Find what is in the library with list_books; add a book with ocr_book(path), which runs in the \
-background: call book_status(book) to follow it. Pages that are done can be read while the rest run.
+background: call book_status(book) to follow it. Pages that are done can be read while the rest run. \
+Before a paid engine (deepseek) runs, estimate_ocr with the same arguments says what it would cost.
 - Pages are numbered 1..N in file order (the PDF page index), not by the numbers printed on the pages; \
 the printed number, when known, is shown as the page's label.
 - search_book(query) finds pages (defined=true: where a term is defined); get_page(book, page) reads one, \

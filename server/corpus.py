@@ -16,13 +16,11 @@ Layout::
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,11 +33,11 @@ from ocr_backend.errors import (
     BookConflictError,
     BookOcrError,
     DamagedBookError,
-    DiskFullError,
     PageRangeError,
     UnknownBookError,
     UnknownLabelError,
 )
+from ocr_backend.files import atomic_write
 from ocr_backend.sources import SourceInfo
 from server import locks
 from server.labels import label_runs, pages_with_label
@@ -76,28 +74,6 @@ def check_book_id(book_id: str) -> str:
             "letter or digit"
         )
     return book_id
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"the disk is full: cannot write {path} ({exc.strerror}); the file is as it was. Free some space and "
-                "run the same command again to resume"
-            ) from exc
-        raise
 
 
 def manifest_problem(data: Any) -> str | None:

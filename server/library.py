@@ -630,10 +630,9 @@ class Library:
         engine: OcrEngine | None = None
         todo = [(entry, book) for entry, book in zip(entries, shelf.books) if book.state == "pending"]
         try:
-            if any(book.run_pages for _, book in todo) and _engine_shareable(options):
-                engine = create_engine(
-                    options.engine, **engine_class(options.engine).check_options(options.engine_options)
-                )
+            if any(book.run_pages for _, book in todo):
+                engine = _shared_engine(options)
+            if engine is not None:
                 engine.start()
             at_once = engine.books_at_once() if engine is not None else 1
             if engine is not None and at_once > 1 and len(todo) > 1:
@@ -804,9 +803,9 @@ class Library:
 
     def _engine_group(self, options: RunOptions) -> EngineGroup | None:
         """One engine for the books of a library job, when it takes several books at once (else None)."""
-        if not _engine_shareable(options):
+        engine = _shared_engine(options)
+        if engine is None:
             return None
-        engine = create_engine(options.engine, **engine_class(options.engine).check_options(options.engine_options))
         if engine.books_at_once() > 1:
             return EngineGroup(engine)
         engine.close()
@@ -817,9 +816,12 @@ class Library:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-def _engine_shareable(options: RunOptions) -> bool:
-    """One engine serves every book of a job unless it writes into a book's folder (figure crops)."""
-    return not options.engine_options.get("figures")
+def _shared_engine(options: RunOptions) -> OcrEngine | None:
+    """One engine (not started) for every book of a job; None when it writes into a book's folder (figure
+    crops), so each book needs its own."""
+    if options.engine_options.get("figures"):
+        return None
+    return create_engine(options.engine, **engine_class(options.engine).check_options(options.engine_options))
 
 
 SHELF_POLL_S = 0.1  # how often a library job's main thread looks up from its books (room for the next, Ctrl-C)

@@ -548,15 +548,18 @@ class BookTools:
         )
         shelf = list(paths) or self.library_folder(path)
         if shelf is not None:
-            if run.pages:
-                raise ToolError("a library job takes no pages: each book is OCRed whole")
-            for folder in (p for p in shelf if Path(p).expanduser().is_dir()):
-                self.policy.check_readable(folder)
+            self.check_library_job(shelf, run)
             job = self.library.estimate_job(list(shelf), run, self.policy.check_input)
         else:
             count, cost = self.library.estimate(self.policy.check_input(path), run)
             job = JobEstimate(engine, 1, count, cost)
         return CallToolResult(content=[TextContent(type="text", text=job.describe())], structured_content=job.as_dict())
+
+    def check_library_job(self, paths: list[str], run: RunOptions) -> None:
+        if run.book or run.pages:
+            raise ToolError("a library job takes neither book nor pages: each file's book id is its name")
+        for folder in (p for p in paths if Path(p).expanduser().is_dir()):
+            self.policy.check_readable(folder)  # the files found under it are checked one by one
 
     def library_folder(self, path: str) -> list[str] | None:
         """``[path]`` when it is a folder of PDFs (a library job), else None (one book)."""
@@ -565,10 +568,7 @@ class BookTools:
 
     async def ocr_library(self, ctx: Context, paths: list[str], run: RunOptions, retry_failed: bool) -> CallToolResult:
         """Start a library job (each file checked against the allowed folders) and follow it for a moment."""
-        if run.book or run.pages:
-            raise ToolError("a library job takes neither book nor pages: each file's book id is its name")
-        for folder in (p for p in paths if Path(p).expanduser().is_dir()):
-            self.policy.check_readable(folder)  # the files found under it are checked one by one
+        self.check_library_job(paths, run)
         started = await anyio.to_thread.run_sync(
             lambda: self.library.start_many(list(paths), run, retry_failed, self.policy.check_input)
         )

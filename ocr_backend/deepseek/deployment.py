@@ -9,15 +9,16 @@ read-only home) or read (torn by hand) is ignored: it only refines an estimate.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ocr_backend.errors import BookOcrError
+from ocr_backend.files import atomic_write
 
 CONFIG_DIR_ENV = "BOOKOCR_CONFIG_DIR"
 
@@ -61,16 +62,8 @@ def remember(app: str, gpu: Any, max_containers: Any, model: Any, source: str) -
         return None
     path = record_path(app)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(asdict(record), fh, indent=1)
-            os.replace(staged, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
-    except OSError as exc:
+        atomic_write(path, json.dumps(asdict(record), indent=1))
+    except (OSError, BookOcrError) as exc:  # BookOcrError: the disk is full
         logger.info("could not record the deployment in %s: %s", path, exc)
         return None
     return record
